@@ -1,0 +1,68 @@
+# userblk: the front door. `make help` lists the targets.
+SHELL     := /bin/bash
+PY        := /usr/bin/python3
+BUILD     ?= build
+PLATFORM  ?= auto
+JOBS      ?= $(shell nproc)
+# The kernel tree userblk.ko is built against: the VM kernel's headers, or the
+# running kernel's when the platform is native.
+KDIR      ?= $(shell $(PY) harness/platform info --platform $(PLATFORM) --get kdir)
+CMAKE_FLAGS ?= -DUSERBLK_WERROR=$(if $(CI),ON,OFF)
+CTEST_ARGS ?=
+
+export PLATFORM
+
+.PHONY: help deps build configure kmod test unit vm-test vm-shell bench checkpatch format clean
+
+help:
+	@echo "make deps        install the Debian packages in deps/debian-packages.txt (idempotent)"
+	@echo "make build       build the user space (CMake, into $(BUILD)/) and kmod/userblk.ko"
+	@echo "make test        deps + build + every test (unit and kernel-in-the-loop), via ctest"
+	@echo "make unit        only the user-space unit tests"
+	@echo "make vm-test     only the kernel-in-the-loop tests"
+	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
+	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
+	@echo "make checkpatch  the kernel style check on kmod/"
+	@echo "variables: PLATFORM=auto|vm|native  KDIR=<kernel build tree>  BUILD=<dir>"
+
+deps:
+	@harness/deps
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+kmod:
+	$(MAKE) -C kmod KDIR="$(KDIR)"
+
+test: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
+
+vm-test: build
+	ctest --test-dir $(BUILD) --output-on-failure -L vm $(CTEST_ARGS)
+
+vm-shell: build
+	harness/vm shell
+
+bench:
+	@echo "bench: not implemented yet: the benchmark harness is issue #4 (TRANSPORT=$(TRANSPORT))" >&2
+	@exit 2
+
+checkpatch:
+	$(MAKE) -C kmod KDIR="$(KDIR)" checkpatch
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h' | grep -v '^kmod/')
+
+clean:
+	rm -rf $(BUILD)
+	-$(MAKE) -C kmod KDIR="$(KDIR)" clean

@@ -1,0 +1,1 @@
+"""userblk harness: platforms (vm, native), benchmark cells and results."""

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * userblk: block devices served by a user-space daemon.
+ *
+ * This header is the whole contract between userblk.ko and user space.
+ * Every structure has a fixed size and explicit padding; reserved fields
+ * must be zero and unknown feature bits are rejected, so the ABI can grow
+ * without guessing.
+ *
+ * Life of a device:
+ *   fd = open(USERBLK_CONTROL_PATH)
+ *   ioctl(fd, USERBLK_IOC_ADD_DEV, &cfg)        -> cfg.dev_id
+ *   qfd[q] = ioctl(fd, USERBLK_IOC_OPEN_QUEUE, &qo)   for every queue
+ *   ioctl(fd, USERBLK_IOC_START_DEV, cfg.dev_id) -> /dev/userblk<id> appears
+ *   ... serve requests on qfd[] with the device's transport ...
+ *   ioctl(fd, USERBLK_IOC_DEL_DEV, cfg.dev_id)
+ */
+#ifndef _UAPI_USERBLK_H
+#define _UAPI_USERBLK_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define USERBLK_ABI_VERSION	1
+#define USERBLK_CONTROL_NAME	"userblk-control"
+#define USERBLK_CONTROL_PATH	"/dev/" USERBLK_CONTROL_NAME
+#define USERBLK_DISK_PREFIX	"userblk"	/* /dev/userblk<dev_id> */
+
+/* Transport modes: how requests and their data cross the boundary. */
+enum userblk_mode {
+	USERBLK_MODE_COPY	= 1,	/* read()/write() on the queue fd, data copied */
+	USERBLK_MODE_RING	= 2,	/* mmap'ed rings and per-tag buffers */
+	USERBLK_MODE_PIPE	= 3,	/* a pipe per tag carries the data */
+	USERBLK_MODE_SPLICE	= 4,	/* a data fd spliced by tag */
+};
+
+/* Device features, requested at ADD_DEV. */
+#define USERBLK_F_FLUSH		(1ULL << 0) /* volatile cache: pass FLUSH down */
+#define USERBLK_F_DISCARD	(1ULL << 1) /* pass DISCARD down */
+#define USERBLK_F_WRITE_ZEROES	(1ULL << 2) /* pass WRITE_ZEROES down */
+#define USERBLK_F_READ_ONLY	(1ULL << 3) /* the disk is read-only */
+#define USERBLK_F_ALL		(USERBLK_F_FLUSH | USERBLK_F_DISCARD | \
+				 USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY)
+
+/* Limits checked by ADD_DEV. */
+#define USERBLK_MAX_DEVICES	1024
+#define USERBLK_MAX_QUEUES	64
+#define USERBLK_MAX_DEPTH	1024
+#define USERBLK_MAX_IO_BYTES	(1U << 20)
+#define USERBLK_MIN_TIMEOUT_MS	100U
+#define USERBLK_MAX_TIMEOUT_MS	600000U
+#define USERBLK_DEV_ID_ANY	0xffffffffU
+
+/* Device states reported by GET_INFO. */
+enum userblk_state {
+	USERBLK_STATE_ADDED	= 1,	/* configured, waiting for START_DEV */
+	USERBLK_STATE_LIVE	= 2,	/* disk visible, serving I/O */
+	USERBLK_STATE_DEAD	= 3,	/* stopped or daemon gone: I/O fails */
+};
+
+/*
+ * ADD_DEV (in/out) and GET_INFO (dev_id and abi_version in, rest out).
+ * A zero timeout_ms or max_io_bytes selects the module's default.
+ */
+struct userblk_dev_config {
+	__u32 abi_version;		/* in: USERBLK_ABI_VERSION */
+	__u32 dev_id;			/* in: wanted id or USERBLK_DEV_ID_ANY; out */
+	__u32 mode;			/* enum userblk_mode */
+	__u32 logical_block_size;	/* 512..4096, a power of two */
+	__u64 size;			/* bytes, a multiple of logical_block_size */
+	__u64 features;			/* USERBLK_F_* */
+	__u32 nr_queues;		/* 1..USERBLK_MAX_QUEUES */
+	__u32 queue_depth;		/* 1..USERBLK_MAX_DEPTH */
+	__u32 max_io_bytes;		/* multiple of logical_block_size */
+	__u32 timeout_ms;		/* request timeout */
+	__u32 state;			/* out: enum userblk_state */
+	__u32 nr_queues_open;		/* out: queues with a daemon attached */
+	__u64 reserved[4];		/* must be zero */
+};
+
+/* OPEN_QUEUE: returns a new fd (close-on-exec) bound to one queue. */
+struct userblk_queue_open {
+	__u32 dev_id;
+	__u16 queue_id;
+	__u16 flags;			/* must be zero */
+	__u64 reserved;			/* must be zero */
+};
+
+#define USERBLK_IOC_MAGIC	0xbd
+#define USERBLK_IOC_ADD_DEV	_IOWR(USERBLK_IOC_MAGIC, 0x00, struct userblk_dev_config)
+#define USERBLK_IOC_START_DEV	_IO(USERBLK_IOC_MAGIC, 0x01)	/* arg: dev_id */
+#define USERBLK_IOC_STOP_DEV	_IO(USERBLK_IOC_MAGIC, 0x02)	/* arg: dev_id */
+#define USERBLK_IOC_DEL_DEV	_IO(USERBLK_IOC_MAGIC, 0x03)	/* arg: dev_id */
+#define USERBLK_IOC_GET_INFO	_IOWR(USERBLK_IOC_MAGIC, 0x04, struct userblk_dev_config)
+#define USERBLK_IOC_OPEN_QUEUE	_IOW(USERBLK_IOC_MAGIC, 0x05, struct userblk_queue_open)
+
+/* Request operations as the daemon sees them. */
+enum userblk_op {
+	USERBLK_OP_READ		= 0,
+	USERBLK_OP_WRITE	= 1,
+	USERBLK_OP_FLUSH	= 2,
+	USERBLK_OP_DISCARD	= 3,
+	USERBLK_OP_WRITE_ZEROES	= 4,
+};
+
+/* Request flags. */
+#define USERBLK_IO_F_FUA	(1U << 0)
+
+/*
+ * A request handed to the daemon. tag names the request's slot in its
+ * queue (0..queue_depth-1); gen changes every time the slot is reused, and
+ * a completion must echo both, so a late answer to a timed-out request is
+ * rejected instead of completing its successor.
+ */
+struct userblk_io_desc {
+	__u16 tag;
+	__u8 op;			/* enum userblk_op */
+	__u8 flags;			/* USERBLK_IO_F_* */
+	__u32 gen;
+	__u64 offset;			/* bytes */
+	__u32 len;			/* bytes; 0 for FLUSH */
+	__u32 reserved;
+};
+
+/* The daemon's answer. result is 0 or a negative errno. */
+struct userblk_io_cpl {
+	__u16 tag;
+	__u16 reserved0;		/* must be zero */
+	__u32 gen;
+	__s32 result;
+	__u32 reserved1;		/* must be zero */
+};
+
+/*
+ * The copy transport (USERBLK_MODE_COPY).
+ *
+ * read(qfd, buf, n) blocks until at least one request is pending (or
+ * returns EAGAIN with O_NONBLOCK), then fills buf with as many entries as
+ * fit: each entry is a struct userblk_io_desc, followed for a WRITE by its
+ * len bytes of data. n must be at least USERBLK_COPY_MIN_READ(max_io_bytes).
+ *
+ * write(qfd, buf, n) takes one or more entries: a struct userblk_io_cpl,
+ * followed, for a successful READ, by the request's len bytes of data. The
+ * entries are applied in order; the return value is the number of bytes of
+ * the entries applied. An invalid entry stops the batch: if it is the first,
+ * write() fails with EINVAL (malformed), ENOENT (tag not waiting for an
+ * answer, or stale gen) or EFAULT.
+ *
+ * Once the device is stopped or deleted, read() returns 0 (end of file: no
+ * request will ever come) and write() fails with ENODEV; every request
+ * still outstanding has been failed with an I/O error. poll() reports
+ * POLLIN while requests are pending and POLLHUP once the device is dead.
+ * Entry sizes are multiples of 8 bytes.
+ */
+#define USERBLK_COPY_MIN_READ(max_io_bytes) \
+	(sizeof(struct userblk_io_desc) + (max_io_bytes))
+
+#endif /* _UAPI_USERBLK_H */
