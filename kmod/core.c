@@ -2,17 +2,25 @@
 /*
  * userblk: block devices whose requests are served by a user-space daemon.
  *
- * The core owns the control device; the block devices and their transports
- * build on it.
+ * The core owns the control device, device lifecycle, tag sets, queues,
+ * timeouts and validation; kernel-side transports (copy.c, ...) supply how
+ * requests and data cross to user space. See internal.h for the request
+ * states and include/uapi/userblk.h for the contract with user space.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/miscdevice.h>
+#include <linux/anon_inodes.h>
+#include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/idr.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
 
-#include <uapi/userblk.h>
+#include "internal.h"
 
 static unsigned int default_timeout_ms = 30000;
 static unsigned int default_max_io_kb = 512;
@@ -30,7 +38,8 @@ static const struct kernel_param_ops timeout_param_ops = {
 
 static int param_set_max_io_kb(const char *val, const struct kernel_param *kp)
 {
-	return param_set_uint_minmax(val, kp, 4, USERBLK_MAX_IO_BYTES / 1024);
+	return param_set_uint_minmax(val, kp, PAGE_SIZE / 1024,
+				     USERBLK_MAX_IO_BYTES / 1024);
 }
 
 static const struct kernel_param_ops max_io_param_ops = {
@@ -45,10 +54,752 @@ module_param_cb(default_max_io_kb, &max_io_param_ops, &default_max_io_kb, 0644);
 MODULE_PARM_DESC(default_max_io_kb,
 		 "Largest request when ADD_DEV passes 0, in KiB (4..1024). Default: 512");
 
+/* Serialises device creation, state changes and removal. */
+static DEFINE_MUTEX(userblk_ctl_mutex);
+static DEFINE_IDR(userblk_idr);
+
+static const struct userblk_transport *userblk_transports[] = {
+	&userblk_copy_transport,
+};
+
+static const struct userblk_transport *userblk_find_transport(u32 mode)
+{
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(userblk_transports); i++)
+		if (userblk_transports[i]->mode == mode)
+			return userblk_transports[i];
+	return NULL;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static u8 userblk_op(struct request *rq)
+{
+	switch (req_op(rq)) {
+	case REQ_OP_READ:
+		return USERBLK_OP_READ;
+	case REQ_OP_WRITE:
+		return USERBLK_OP_WRITE;
+	case REQ_OP_FLUSH:
+		return USERBLK_OP_FLUSH;
+	case REQ_OP_DISCARD:
+		return USERBLK_OP_DISCARD;
+	case REQ_OP_WRITE_ZEROES:
+		return USERBLK_OP_WRITE_ZEROES;
+	default:
+		return U8_MAX;
+	}
+}
+
+/* The common queue_rq of transports that keep a pending list. */
+blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
+			      const struct blk_mq_queue_data *bd)
+{
+	struct userblk_queue *q = hctx->driver_data;
+	struct request *rq = bd->rq;
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
+	if (unlikely(userblk_op(rq) == U8_MAX))
+		return BLK_STS_NOTSUPP;
+	if (unlikely(blk_rq_bytes(rq) > q->dev->cfg.max_io_bytes &&
+		     req_op(rq) != REQ_OP_DISCARD &&
+		     req_op(rq) != REQ_OP_WRITE_ZEROES))
+		return BLK_STS_IOERR;
+
+	blk_mq_start_request(rq);
+	spin_lock(&q->lock);
+	if (unlikely(q->dead)) {
+		spin_unlock(&q->lock);
+		return BLK_STS_IOERR;
+	}
+	cmd->state = USERBLK_CMD_QUEUED;
+	q->rqs[rq->tag] = rq;
+	list_add_tail(&cmd->node, &q->pending);
+	spin_unlock(&q->lock);
+
+	/* Wake the daemon once per batch: blk-mq calls commit_rqs otherwise. */
+	if (bd->last)
+		wake_up(&q->wait);
+	return BLK_STS_OK;
+}
+
+void userblk_commit_rqs(struct blk_mq_hw_ctx *hctx)
+{
+	struct userblk_queue *q = hctx->driver_data;
+
+	wake_up(&q->wait);
+}
+
+int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
+		      unsigned int hctx_idx)
+{
+	struct userblk_dev *dev = data;
+
+	hctx->driver_data = &dev->queues[hctx_idx];
+	return 0;
+}
+
+/* Complete rq, which the caller has taken out of every list, as IDLE. */
+static void userblk_end(struct request *rq, int result)
+{
+	blk_mq_end_request(rq, result ? errno_to_blk_status(result) : BLK_STS_OK);
+}
+
+/*
+ * Take the oldest pending request whose entry fits in room bytes, mark it OUT
+ * and describe it in desc. Returns NULL when none is pending or the oldest
+ * does not fit.
+ */
+struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
+				     struct userblk_io_desc *desc)
+{
+	struct userblk_cmd *cmd;
+	struct request *rq;
+	size_t need;
+
+	spin_lock(&q->lock);
+	cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
+	if (!cmd)
+		goto out_none;
+	rq = blk_mq_rq_from_pdu(cmd);
+	need = sizeof(*desc);
+	if (userblk_has_data_out(rq))
+		need += blk_rq_bytes(rq);
+	if (need > room)
+		goto out_none;
+	list_del_init(&cmd->node);
+	cmd->state = USERBLK_CMD_OUT;
+	cmd->gen++;
+	spin_unlock(&q->lock);
+
+	desc->tag = rq->tag;
+	desc->op = userblk_op(rq);
+	desc->flags = (rq->cmd_flags & REQ_FUA) ? USERBLK_IO_F_FUA : 0;
+	desc->gen = cmd->gen;
+	desc->offset = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+	desc->len = req_op(rq) == REQ_OP_FLUSH ? 0 : blk_rq_bytes(rq);
+	desc->reserved = 0;
+	return rq;
+
+out_none:
+	spin_unlock(&q->lock);
+	return NULL;
+}
+
+/*
+ * Give back a request a syscall held (OUT or IN) without completing it: it
+ * goes to state, or is failed if the queue died meanwhile, since the abort
+ * passed over it.
+ */
+static void userblk_put_back(struct userblk_queue *q, struct request *rq,
+			     enum userblk_cmd_state state)
+{
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
+	spin_lock(&q->lock);
+	if (likely(!q->dead)) {
+		cmd->state = state;
+		if (state == USERBLK_CMD_QUEUED)
+			list_add(&cmd->node, &q->pending);
+		spin_unlock(&q->lock);
+		return;
+	}
+	cmd->state = USERBLK_CMD_IDLE;
+	q->rqs[rq->tag] = NULL;
+	spin_unlock(&q->lock);
+	userblk_end(rq, -EIO);
+}
+
+/* An OUT request reached user space, which now owes an answer. */
+void userblk_handed_over(struct userblk_queue *q, struct request *rq)
+{
+	userblk_put_back(q, rq, USERBLK_CMD_DISPATCHED);
+}
+
+/* An OUT request could not be handed over: back to the head of the list. */
+void userblk_untake(struct userblk_queue *q, struct request *rq)
+{
+	userblk_put_back(q, rq, USERBLK_CMD_QUEUED);
+}
+
+/* Validate the fields of a completion that need no lock. */
+int userblk_check_cpl(struct userblk_queue *q, const struct userblk_io_cpl *cpl)
+{
+	if (cpl->reserved0 || cpl->reserved1) {
+		userblk_reject(q, "completion for tag %u has reserved bits set",
+			       cpl->tag);
+		return -EINVAL;
+	}
+	if (cpl->result > 0 || cpl->result < -MAX_ERRNO) {
+		userblk_reject(q, "completion for tag %u has result %d, not 0 or -errno",
+			       cpl->tag, cpl->result);
+		return -EINVAL;
+	}
+	if (cpl->tag >= q->dev->cfg.queue_depth) {
+		userblk_reject(q, "completion for tag %u, beyond depth %u",
+			       cpl->tag, q->dev->cfg.queue_depth);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Claim the DISPATCHED request a completion answers (tag and gen must match)
+ * and mark it IN. Returns NULL if no such request waits for an answer.
+ */
+struct request *userblk_claim(struct userblk_queue *q,
+			      const struct userblk_io_cpl *cpl)
+{
+	struct userblk_cmd *cmd;
+	struct request *rq;
+
+	spin_lock(&q->lock);
+	rq = q->rqs[cpl->tag];
+	if (unlikely(!rq))
+		goto out_stale;
+	cmd = userblk_cmd(rq);
+	if (unlikely(cmd->state != USERBLK_CMD_DISPATCHED || cmd->gen != cpl->gen))
+		goto out_stale;
+	cmd->state = USERBLK_CMD_IN;
+	spin_unlock(&q->lock);
+	return rq;
+
+out_stale:
+	spin_unlock(&q->lock);
+	userblk_reject(q, "completion for tag %u gen %u answers no outstanding request",
+		       cpl->tag, cpl->gen);
+	return NULL;
+}
+
+/* A claimed request's answer could not be taken: it waits for another. */
+void userblk_unclaim(struct userblk_queue *q, struct request *rq)
+{
+	userblk_put_back(q, rq, USERBLK_CMD_DISPATCHED);
+}
+
+/* Complete a claimed (IN) request with result (0 or -errno). */
+void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
+{
+	spin_lock(&q->lock);
+	userblk_cmd(rq)->state = USERBLK_CMD_IDLE;
+	q->rqs[rq->tag] = NULL;
+	spin_unlock(&q->lock);
+	userblk_end(rq, result);
+}
+
+enum blk_eh_timer_return userblk_timeout(struct request *rq)
+{
+	struct userblk_queue *q = rq->mq_hctx->driver_data;
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
+	spin_lock(&q->lock);
+	switch (cmd->state) {
+	case USERBLK_CMD_QUEUED:
+		list_del_init(&cmd->node);
+		fallthrough;
+	case USERBLK_CMD_DISPATCHED:
+		cmd->state = USERBLK_CMD_IDLE;
+		q->rqs[rq->tag] = NULL;
+		q->timeouts++;
+		spin_unlock(&q->lock);
+		pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms\n",
+				    q->dev->id, q->id, rq->tag,
+				    q->dev->cfg.timeout_ms);
+		blk_mq_end_request(rq, BLK_STS_TIMEOUT);
+		return BLK_EH_DONE;
+	case USERBLK_CMD_OUT:
+	case USERBLK_CMD_IN:
+		/* A syscall is moving its data right now and will finish it. */
+		spin_unlock(&q->lock);
+		return BLK_EH_RESET_TIMER;
+	default:
+		spin_unlock(&q->lock);
+		return BLK_EH_DONE;
+	}
+}
+
+/* Fail everything queued or dispatched on q, and every later request. */
+static void userblk_abort_queue(struct userblk_queue *q)
+{
+	unsigned int tag, depth = q->dev->cfg.queue_depth;
+	struct request *rq;
+	LIST_HEAD(doomed);
+
+	spin_lock(&q->lock);
+	q->dead = true;
+	for (tag = 0; tag < depth; tag++) {
+		struct userblk_cmd *cmd;
+
+		rq = q->rqs[tag];
+		if (!rq)
+			continue;
+		cmd = userblk_cmd(rq);
+		if (cmd->state == USERBLK_CMD_QUEUED)
+			list_del(&cmd->node);
+		else if (cmd->state != USERBLK_CMD_DISPATCHED)
+			continue;	/* OUT or IN: its syscall finishes it */
+		cmd->state = USERBLK_CMD_IDLE;
+		q->rqs[tag] = NULL;
+		list_add_tail(&cmd->node, &doomed);
+	}
+	spin_unlock(&q->lock);
+
+	while (!list_empty(&doomed)) {
+		struct userblk_cmd *cmd = list_first_entry(&doomed, struct userblk_cmd, node);
+
+		list_del_init(&cmd->node);
+		userblk_end(blk_mq_rq_from_pdu(cmd), -EIO);
+	}
+	wake_up_all(&q->wait);
+}
+
+/* ---- copying request data ---------------------------------------------- */
+
+int userblk_copy_to_user(struct request *rq, void __user *dst)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		void *p = bvec_kmap_local(&bv);
+		unsigned long left = copy_to_user(dst, p, bv.bv_len);
+
+		kunmap_local(p);
+		if (left)
+			return -EFAULT;
+		dst += bv.bv_len;
+	}
+	return 0;
+}
+
+int userblk_copy_from_user(struct request *rq, const void __user *src)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		void *p = bvec_kmap_local(&bv);
+		unsigned long left = copy_from_user(p, src, bv.bv_len);
+
+		kunmap_local(p);
+		if (left)
+			return -EFAULT;
+		flush_dcache_page(bv.bv_page);
+		src += bv.bv_len;
+	}
+	return 0;
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+static void userblk_dev_release(struct kref *ref)
+{
+	struct userblk_dev *dev = container_of(ref, struct userblk_dev, ref);
+	unsigned int i;
+
+	if (dev->disk)
+		put_disk(dev->disk);
+	blk_mq_free_tag_set(&dev->tag_set);
+	for (i = 0; i < dev->cfg.nr_queues; i++)
+		kfree(dev->queues[i].rqs);
+	kfree(dev);
+}
+
+static void userblk_dev_put(struct userblk_dev *dev)
+{
+	kref_put(&dev->ref, userblk_dev_release);
+}
+
+static void userblk_free_disk(struct gendisk *disk)
+{
+	userblk_dev_put(disk->private_data);
+}
+
+static const struct block_device_operations userblk_bdev_ops = {
+	.owner		= THIS_MODULE,
+	.free_disk	= userblk_free_disk,
+};
+
+/* Stop I/O for good: everything outstanding and everything later fails. */
+static void userblk_kill(struct userblk_dev *dev)
+{
+	unsigned int i;
+
+	lockdep_assert_held(&userblk_ctl_mutex);
+	if (dev->state == USERBLK_STATE_DEAD)
+		return;
+	dev->state = USERBLK_STATE_DEAD;
+	for (i = 0; i < dev->cfg.nr_queues; i++)
+		userblk_abort_queue(&dev->queues[i]);
+}
+
+int userblk_queue_release(struct inode *inode, struct file *file)
+{
+	struct userblk_queue *q = file->private_data;
+	struct userblk_dev *dev = q->dev;
+
+	mutex_lock(&userblk_ctl_mutex);
+	q->attached = false;
+	dev->nr_attached--;
+	if (dev->state == USERBLK_STATE_LIVE) {
+		pr_warn("dev %u: the daemon of queue %u went away: failing all I/O\n",
+			dev->id, q->id);
+		userblk_kill(dev);
+	}
+	mutex_unlock(&userblk_ctl_mutex);
+	userblk_dev_put(dev);
+	return 0;
+}
+
+#define userblk_bad_config(fmt, ...)					\
+	({ pr_warn_ratelimited("ADD_DEV: " fmt "\n", ##__VA_ARGS__); -EINVAL; })
+
+static int userblk_check_config(struct userblk_dev_config *c)
+{
+	unsigned int i;
+
+	if (c->abi_version != USERBLK_ABI_VERSION)
+		return userblk_bad_config("abi version %u, this module speaks %u",
+					  c->abi_version, USERBLK_ABI_VERSION);
+	if (c->features & ~USERBLK_F_ALL)
+		return userblk_bad_config("unknown feature bits 0x%llx",
+					  c->features & ~USERBLK_F_ALL);
+	for (i = 0; i < ARRAY_SIZE(c->reserved); i++)
+		if (c->reserved[i])
+			return userblk_bad_config("reserved field %u is not zero", i);
+	if (c->state || c->nr_queues_open)
+		return userblk_bad_config("output fields state/nr_queues_open are not zero");
+	if (c->dev_id != USERBLK_DEV_ID_ANY && c->dev_id >= USERBLK_MAX_DEVICES)
+		return userblk_bad_config("dev_id %u beyond %u", c->dev_id,
+					  USERBLK_MAX_DEVICES - 1);
+	if (c->logical_block_size < SECTOR_SIZE ||
+	    c->logical_block_size > PAGE_SIZE ||
+	    !is_power_of_2(c->logical_block_size))
+		return userblk_bad_config("logical block size %u is not a power of two in 512..%lu",
+					  c->logical_block_size, PAGE_SIZE);
+	if (!c->size || c->size % c->logical_block_size || c->size > LLONG_MAX)
+		return userblk_bad_config("size %llu is zero, too large or not a multiple of %u",
+					  c->size, c->logical_block_size);
+	if (!c->nr_queues || c->nr_queues > USERBLK_MAX_QUEUES)
+		return userblk_bad_config("%u queues, not 1..%u", c->nr_queues,
+					  USERBLK_MAX_QUEUES);
+	if (!c->queue_depth || c->queue_depth > USERBLK_MAX_DEPTH)
+		return userblk_bad_config("queue depth %u, not 1..%u",
+					  c->queue_depth, USERBLK_MAX_DEPTH);
+	if (!c->max_io_bytes)
+		c->max_io_bytes = READ_ONCE(default_max_io_kb) * 1024;
+	if (c->max_io_bytes < PAGE_SIZE || c->max_io_bytes > USERBLK_MAX_IO_BYTES ||
+	    c->max_io_bytes % c->logical_block_size)
+		return userblk_bad_config("max I/O %u bytes, not a multiple of %u in %lu..%u",
+					  c->max_io_bytes, c->logical_block_size,
+					  PAGE_SIZE, USERBLK_MAX_IO_BYTES);
+	if (!c->timeout_ms)
+		c->timeout_ms = READ_ONCE(default_timeout_ms);
+	if (c->timeout_ms < USERBLK_MIN_TIMEOUT_MS ||
+	    c->timeout_ms > USERBLK_MAX_TIMEOUT_MS)
+		return userblk_bad_config("timeout %u ms, not %u..%u", c->timeout_ms,
+					  USERBLK_MIN_TIMEOUT_MS, USERBLK_MAX_TIMEOUT_MS);
+	return 0;
+}
+
+static void userblk_set_limits(struct userblk_dev *dev)
+{
+	struct userblk_dev_config *c = &dev->cfg;
+	struct request_queue *rq = dev->disk->queue;
+	unsigned int max_sectors = c->max_io_bytes >> SECTOR_SHIFT;
+
+	blk_queue_logical_block_size(rq, c->logical_block_size);
+	blk_queue_physical_block_size(rq, c->logical_block_size);
+	blk_queue_max_hw_sectors(rq, max_sectors);
+	blk_queue_max_segments(rq, USHRT_MAX);
+	blk_queue_max_segment_size(rq, UINT_MAX);
+	blk_queue_flag_set(QUEUE_FLAG_NONROT, rq);
+	blk_queue_write_cache(rq, c->features & USERBLK_F_FLUSH, false);
+	if (c->features & USERBLK_F_DISCARD) {
+		rq->limits.discard_granularity = c->logical_block_size;
+		blk_queue_max_discard_sectors(rq, UINT_MAX >> SECTOR_SHIFT);
+	}
+	if (c->features & USERBLK_F_WRITE_ZEROES)
+		blk_queue_max_write_zeroes_sectors(rq, UINT_MAX >> SECTOR_SHIFT);
+	set_capacity(dev->disk, c->size >> SECTOR_SHIFT);
+	set_disk_ro(dev->disk, c->features & USERBLK_F_READ_ONLY);
+}
+
+static int userblk_add(struct userblk_dev_config __user *arg)
+{
+	const struct userblk_transport *tr;
+	struct userblk_dev_config cfg;
+	struct userblk_dev *dev;
+	struct gendisk *disk;
+	unsigned int i;
+	int id, ret;
+
+	if (copy_from_user(&cfg, arg, sizeof(cfg)))
+		return -EFAULT;
+	ret = userblk_check_config(&cfg);
+	if (ret)
+		return ret;
+	tr = userblk_find_transport(cfg.mode);
+	if (!tr) {
+		pr_warn_ratelimited("ADD_DEV: transport mode %u is not built into this module\n",
+				    cfg.mode);
+		return cfg.mode >= USERBLK_MODE_COPY && cfg.mode <= USERBLK_MODE_SPLICE ?
+			-EOPNOTSUPP : -EINVAL;
+	}
+
+	dev = kzalloc(struct_size(dev, queues, cfg.nr_queues), GFP_KERNEL);
+	if (!dev)
+		return -ENOMEM;
+	kref_init(&dev->ref);
+	dev->tr = tr;
+	dev->cfg = cfg;
+	dev->state = USERBLK_STATE_ADDED;
+	for (i = 0; i < cfg.nr_queues; i++) {
+		struct userblk_queue *q = &dev->queues[i];
+
+		q->dev = dev;
+		q->id = i;
+		spin_lock_init(&q->lock);
+		INIT_LIST_HEAD(&q->pending);
+		init_waitqueue_head(&q->wait);
+		q->rqs = kcalloc(cfg.queue_depth, sizeof(*q->rqs), GFP_KERNEL);
+		if (!q->rqs) {
+			ret = -ENOMEM;
+			goto out_free_queues;
+		}
+	}
+
+	dev->tag_set.ops = tr->mq_ops;
+	dev->tag_set.nr_hw_queues = cfg.nr_queues;
+	dev->tag_set.queue_depth = cfg.queue_depth;
+	dev->tag_set.numa_node = NUMA_NO_NODE;
+	dev->tag_set.cmd_size = sizeof(struct userblk_cmd);
+	dev->tag_set.timeout = msecs_to_jiffies(cfg.timeout_ms);
+	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	dev->tag_set.driver_data = dev;
+	ret = blk_mq_alloc_tag_set(&dev->tag_set);
+	if (ret)
+		goto out_free_queues;
+
+	disk = blk_mq_alloc_disk(&dev->tag_set, dev);
+	if (IS_ERR(disk)) {
+		ret = PTR_ERR(disk);
+		goto out_free_tag_set;
+	}
+	dev->disk = disk;
+
+	mutex_lock(&userblk_ctl_mutex);
+	if (cfg.dev_id == USERBLK_DEV_ID_ANY)
+		id = idr_alloc(&userblk_idr, dev, 0, USERBLK_MAX_DEVICES, GFP_KERNEL);
+	else
+		id = idr_alloc(&userblk_idr, dev, cfg.dev_id, cfg.dev_id + 1, GFP_KERNEL);
+	mutex_unlock(&userblk_ctl_mutex);
+	if (id < 0) {
+		ret = id == -ENOSPC ? (cfg.dev_id == USERBLK_DEV_ID_ANY ? -ENOSPC : -EEXIST) : id;
+		goto out_put_disk;
+	}
+	dev->id = id;
+	dev->cfg.dev_id = id;
+	disk->fops = &userblk_bdev_ops;
+	disk->private_data = dev;
+	disk->flags |= GENHD_FL_NO_PART;
+	snprintf(disk->disk_name, sizeof(disk->disk_name), USERBLK_DISK_PREFIX "%d", id);
+	userblk_set_limits(dev);
+
+	cfg = dev->cfg;
+	cfg.state = dev->state;
+	if (copy_to_user(arg, &cfg, sizeof(cfg))) {
+		ret = -EFAULT;
+		goto out_remove_id;
+	}
+	return 0;
+
+out_remove_id:
+	mutex_lock(&userblk_ctl_mutex);
+	idr_remove(&userblk_idr, id);
+	mutex_unlock(&userblk_ctl_mutex);
+out_put_disk:
+	put_disk(disk);
+	dev->disk = NULL;
+out_free_tag_set:
+	blk_mq_free_tag_set(&dev->tag_set);
+out_free_queues:
+	for (i = 0; i < cfg.nr_queues; i++)
+		kfree(dev->queues[i].rqs);
+	kfree(dev);
+	return ret;
+}
+
+static struct userblk_dev *userblk_lookup(unsigned long id)
+{
+	lockdep_assert_held(&userblk_ctl_mutex);
+	if (id >= USERBLK_MAX_DEVICES)
+		return NULL;
+	return idr_find(&userblk_idr, id);
+}
+
+static int userblk_start(unsigned long id)
+{
+	struct userblk_dev *dev;
+	int ret;
+
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(id);
+	ret = -ENODEV;
+	if (!dev)
+		goto out_unlock;
+	ret = -EBUSY;
+	if (dev->state != USERBLK_STATE_ADDED)
+		goto out_unlock;
+	ret = -ENOTCONN;
+	if (dev->nr_attached != dev->cfg.nr_queues) {
+		pr_warn_ratelimited("START_DEV: dev %u has %u of %u queues open\n",
+				    dev->id, dev->nr_attached, dev->cfg.nr_queues);
+		goto out_unlock;
+	}
+	/* The live disk holds a reference, dropped by ->free_disk. */
+	kref_get(&dev->ref);
+	dev->state = USERBLK_STATE_LIVE;
+	ret = add_disk(dev->disk);
+	if (ret) {
+		dev->state = USERBLK_STATE_ADDED;
+		kref_put(&dev->ref, userblk_dev_release);
+	}
+out_unlock:
+	mutex_unlock(&userblk_ctl_mutex);
+	return ret;
+}
+
+static int userblk_stop(unsigned long id)
+{
+	struct userblk_dev *dev;
+	int ret = -ENODEV;
+
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(id);
+	if (dev) {
+		userblk_kill(dev);
+		ret = 0;
+	}
+	mutex_unlock(&userblk_ctl_mutex);
+	return ret;
+}
+
+static void userblk_remove(struct userblk_dev *dev)
+{
+	bool was_added = test_bit(GD_ADDED, &dev->disk->state);
+
+	lockdep_assert_held(&userblk_ctl_mutex);
+	userblk_kill(dev);
+	idr_remove(&userblk_idr, dev->id);
+	if (was_added) {
+		/* The disk's last reference drops the device via ->free_disk. */
+		del_gendisk(dev->disk);
+		put_disk(dev->disk);
+		dev->disk = NULL;
+	}
+	userblk_dev_put(dev);
+}
+
+static int userblk_del(unsigned long id)
+{
+	struct userblk_dev *dev;
+	int ret = -ENODEV;
+
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(id);
+	if (dev) {
+		userblk_remove(dev);
+		ret = 0;
+	}
+	mutex_unlock(&userblk_ctl_mutex);
+	return ret;
+}
+
+static int userblk_get_info(struct userblk_dev_config __user *arg)
+{
+	struct userblk_dev_config cfg;
+	struct userblk_dev *dev;
+
+	if (copy_from_user(&cfg, arg, sizeof(cfg)))
+		return -EFAULT;
+	if (cfg.abi_version != USERBLK_ABI_VERSION)
+		return -EINVAL;
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(cfg.dev_id);
+	if (!dev) {
+		mutex_unlock(&userblk_ctl_mutex);
+		return -ENODEV;
+	}
+	cfg = dev->cfg;
+	cfg.state = dev->state;
+	cfg.nr_queues_open = dev->nr_attached;
+	mutex_unlock(&userblk_ctl_mutex);
+	return copy_to_user(arg, &cfg, sizeof(cfg)) ? -EFAULT : 0;
+}
+
+static int userblk_open_queue(struct userblk_queue_open __user *arg)
+{
+	struct userblk_queue_open qo;
+	struct userblk_queue *q;
+	struct userblk_dev *dev;
+	int fd;
+
+	if (copy_from_user(&qo, arg, sizeof(qo)))
+		return -EFAULT;
+	if (qo.flags || qo.reserved)
+		return -EINVAL;
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(qo.dev_id);
+	fd = -ENODEV;
+	if (!dev)
+		goto out_unlock;
+	fd = -EINVAL;
+	if (qo.queue_id >= dev->cfg.nr_queues)
+		goto out_unlock;
+	fd = -ESHUTDOWN;
+	if (dev->state == USERBLK_STATE_DEAD)
+		goto out_unlock;
+	q = &dev->queues[qo.queue_id];
+	fd = -EBUSY;
+	if (q->attached)
+		goto out_unlock;
+	kref_get(&dev->ref);
+	fd = anon_inode_getfd("[userblk-queue]", dev->tr->fops, q, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		kref_put(&dev->ref, userblk_dev_release);
+		goto out_unlock;
+	}
+	q->attached = true;
+	dev->nr_attached++;
+out_unlock:
+	mutex_unlock(&userblk_ctl_mutex);
+	return fd;
+}
+
 static long userblk_ctl_ioctl(struct file *file, unsigned int cmd,
 			      unsigned long arg)
 {
-	return -ENOTTY;
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+
+	switch (cmd) {
+	case USERBLK_IOC_ADD_DEV:
+		return userblk_add((void __user *)arg);
+	case USERBLK_IOC_START_DEV:
+		return userblk_start(arg);
+	case USERBLK_IOC_STOP_DEV:
+		return userblk_stop(arg);
+	case USERBLK_IOC_DEL_DEV:
+		return userblk_del(arg);
+	case USERBLK_IOC_GET_INFO:
+		return userblk_get_info((void __user *)arg);
+	case USERBLK_IOC_OPEN_QUEUE:
+		return userblk_open_queue((void __user *)arg);
+	default:
+		return -ENOTTY;
+	}
 }
 
 static const struct file_operations userblk_ctl_fops = {
@@ -74,6 +825,7 @@ static int __init userblk_init(void)
 	BUILD_BUG_ON(sizeof(struct userblk_queue_open) != 16);
 	BUILD_BUG_ON(sizeof(struct userblk_io_desc) != 24);
 	BUILD_BUG_ON(sizeof(struct userblk_io_cpl) != 16);
+	BUILD_BUG_ON(USERBLK_MAX_DEPTH > (1 << 16));
 
 	ret = misc_register(&userblk_misc);
 	if (ret) {
@@ -86,7 +838,16 @@ static int __init userblk_init(void)
 
 static void __exit userblk_exit(void)
 {
+	struct userblk_dev *dev;
+	int id;
+
+	/* No fd and no open disk holds the module now: remove what is left. */
 	misc_deregister(&userblk_misc);
+	mutex_lock(&userblk_ctl_mutex);
+	idr_for_each_entry(&userblk_idr, dev, id)
+		userblk_remove(dev);
+	mutex_unlock(&userblk_ctl_mutex);
+	idr_destroy(&userblk_idr);
 	pr_info("unloaded\n");
 }
 

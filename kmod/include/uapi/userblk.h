@@ -14,6 +14,21 @@
  *   ioctl(fd, USERBLK_IOC_START_DEV, cfg.dev_id) -> /dev/userblk<id> appears
  *   ... serve requests on qfd[] with the device's transport ...
  *   ioctl(fd, USERBLK_IOC_DEL_DEV, cfg.dev_id)
+ *
+ * Errors of the control ioctls (all need CAP_SYS_ADMIN, else EPERM):
+ *   EINVAL     a field out of range, reserved bits set, unknown features
+ *   EOPNOTSUPP a transport mode this module was built without
+ *   ENOTTY     an unknown command, or a structure of the wrong size
+ *   ENODEV     no device with that id
+ *   EEXIST     ADD_DEV: the id asked for is taken
+ *   ENOTCONN   START_DEV: not every queue has a daemon (an open queue fd)
+ *   EBUSY      START_DEV twice; OPEN_QUEUE of a queue already open
+ *   ESHUTDOWN  OPEN_QUEUE of a dead device: delete it and add a new one
+ *
+ * A device dies when STOP_DEV or DEL_DEV is called, or when any queue fd of
+ * a live device is closed (its daemon exited): everything outstanding fails
+ * with an I/O error at once and every later request fails fast. A request
+ * whose daemon does not answer within timeout_ms fails with a timeout.
  */
 #ifndef _UAPI_USERBLK_H
 #define _UAPI_USERBLK_H

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * userblk internals shared by the core and the kernel-side transports.
+ *
+ * The core owns devices, tag sets, queues, timeouts and validation. A
+ * transport supplies one struct userblk_transport: its blk_mq_ops and the
+ * file operations of its queue fd. Requests move through these states, every
+ * transition under the queue's lock:
+ *
+ *   IDLE -> QUEUED      queue_rq put it on the pending list
+ *   QUEUED -> OUT       a syscall took it to hand it to user space
+ *   OUT -> DISPATCHED   user space has it and owes an answer
+ *   DISPATCHED -> IN    a syscall is taking user space's answer
+ *   IN/QUEUED/DISPATCHED -> IDLE   completed (answer, abort or timeout)
+ *
+ * OUT and IN belong to a syscall that copies data without the lock; abort
+ * and timeout leave such a request to that syscall, which finishes it.
+ */
+#ifndef USERBLK_INTERNAL_H
+#define USERBLK_INTERNAL_H
+
+#include <linux/blk-mq.h>
+#include <linux/kref.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+
+#include <uapi/userblk.h>
+
+enum userblk_cmd_state {
+	USERBLK_CMD_IDLE,
+	USERBLK_CMD_QUEUED,
+	USERBLK_CMD_OUT,
+	USERBLK_CMD_DISPATCHED,
+	USERBLK_CMD_IN,
+};
+
+/* Per-request state, in the request's pdu. */
+struct userblk_cmd {
+	struct list_head node;		/* on queue->pending while QUEUED */
+	u32 gen;			/* bumped at each hand-over */
+	u8 state;			/* enum userblk_cmd_state */
+};
+
+struct userblk_dev;
+
+struct userblk_queue {
+	struct userblk_dev *dev;
+	u16 id;
+	spinlock_t lock;
+	struct list_head pending;	/* QUEUED requests, oldest first */
+	struct request **rqs;		/* by tag: requests not yet completed */
+	wait_queue_head_t wait;		/* daemon waits here for requests */
+	bool dead;			/* no daemon any more: fail fast */
+	bool attached;			/* a queue fd is open */
+	u64 rejected;			/* answers refused as invalid */
+	u64 timeouts;
+};
+
+struct userblk_transport {
+	const char *name;
+	u32 mode;					/* USERBLK_MODE_* */
+	const struct blk_mq_ops *mq_ops;
+	const struct file_operations *fops;		/* of the queue fd */
+};
+
+struct userblk_dev {
+	struct kref ref;		/* control, each queue fd, the live disk */
+	u32 id;
+	u32 state;			/* enum userblk_state, under userblk_ctl_mutex */
+	struct userblk_dev_config cfg;
+	const struct userblk_transport *tr;
+	struct blk_mq_tag_set tag_set;
+	struct gendisk *disk;
+	unsigned int nr_attached;
+	struct userblk_queue queues[];
+};
+
+static inline struct userblk_cmd *userblk_cmd(struct request *rq)
+{
+	return blk_mq_rq_to_pdu(rq);
+}
+
+/* core.c: shared by the transports. */
+blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
+			      const struct blk_mq_queue_data *bd);
+void userblk_commit_rqs(struct blk_mq_hw_ctx *hctx);
+enum blk_eh_timer_return userblk_timeout(struct request *rq);
+int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
+		      unsigned int hctx_idx);
+int userblk_queue_release(struct inode *inode, struct file *file);
+
+struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
+				     struct userblk_io_desc *desc);
+void userblk_handed_over(struct userblk_queue *q, struct request *rq);
+void userblk_untake(struct userblk_queue *q, struct request *rq);
+struct request *userblk_claim(struct userblk_queue *q,
+			      const struct userblk_io_cpl *cpl);
+void userblk_unclaim(struct userblk_queue *q, struct request *rq);
+void userblk_finish(struct userblk_queue *q, struct request *rq, int result);
+int userblk_check_cpl(struct userblk_queue *q, const struct userblk_io_cpl *cpl);
+
+int userblk_copy_to_user(struct request *rq, void __user *dst);
+int userblk_copy_from_user(struct request *rq, const void __user *src);
+
+static inline bool userblk_has_data_out(struct request *rq)
+{
+	return req_op(rq) == REQ_OP_WRITE;
+}
+
+static inline bool userblk_has_data_in(struct request *rq)
+{
+	return req_op(rq) == REQ_OP_READ;
+}
+
+#define userblk_reject(q, fmt, ...)					\
+	do {								\
+		(q)->rejected++;					\
+		pr_warn_ratelimited("dev %u queue %u: " fmt "\n",	\
+				    (q)->dev->id, (q)->id, ##__VA_ARGS__); \
+	} while (0)
+
+/* The transports. */
+extern const struct userblk_transport userblk_copy_transport;
+
+#endif /* USERBLK_INTERNAL_H */
