@@ -1,0 +1,691 @@
+// userblk: create, list and delete userblk devices, and serve them (the daemon).
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "core/config.h"
+#include "core/kmod.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "core/size.h"
+#include "core/unique_fd.h"
+
+namespace {
+
+using namespace userblk;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+/// Prints "userblk: <message>" on stderr and returns code.
+int fail(int code, const std::string& message) {
+    log_error("%s", message.c_str());
+    return code;
+}
+
+// ---------------------------------------------------------------------------------------------
+// add
+
+struct AddOptions {
+    std::string transport;
+    std::string backend;
+    std::string size;
+    std::uint32_t queues = 1;
+    std::uint32_t depth = 64;
+    std::string block_size = "512";
+    std::string max_io = "0";
+    std::uint32_t timeout_ms = 0;
+    std::string features;
+    std::optional<std::uint32_t> id;
+    bool daemon = false;
+    std::string stats_json;
+    std::string pid_file;
+    std::string log_file = "/dev/null";
+};
+
+/// What `add` was asked to run, checked.
+struct Launch {
+    const TransportEntry* transport = nullptr;
+    const BackendEntry* backend = nullptr;
+    DeviceConfig cfg;
+    std::string stats_path; ///< absolute, or empty
+    std::string pid_path;   ///< absolute, or empty
+    std::string log_path;   ///< absolute (daemon only)
+};
+
+/// Where `add` reports readiness and early failures: the terminal, or a daemon's parent.
+class Reporter {
+public:
+    Reporter() = default;
+    Reporter(const Reporter&) = delete;
+    Reporter& operator=(const Reporter&) = delete;
+    virtual ~Reporter() = default;
+    /// The device is served: print "<id> <path>".
+    virtual void ready(const DeviceInfo& info) = 0;
+    /// The device could not be set up or served.
+    virtual void failed(const std::string& message) = 0;
+};
+
+class TerminalReporter final : public Reporter {
+public:
+    void ready(const DeviceInfo& info) override {
+        std::printf("%u %s\n", info.id, info.path.c_str());
+        std::fflush(stdout);
+    }
+    void failed(const std::string& message) override { log_error("%s", message.c_str()); }
+};
+
+/// The daemon's side of the handshake: "OK <id> <path>\n" or "ERR <message>\n" on the pipe, then
+/// stderr goes to the log file.
+class DaemonReporter final : public Reporter {
+public:
+    DaemonReporter(unique_fd pipe, std::string log_path)
+        : pipe_(std::move(pipe)), log_path_(std::move(log_path)) {}
+
+    void ready(const DeviceInfo& info) override {
+        // Detach from the terminal before telling the parent, so nothing is printed after it
+        // returned.
+        int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (log >= 0) {
+            ::dup2(log, STDERR_FILENO);
+            ::close(log);
+        } else {
+            log_error("cannot open the log %s: %s; logging to /dev/null", log_path_.c_str(),
+                      std::strerror(errno));
+            redirect_to_null(STDERR_FILENO);
+        }
+        send("OK " + std::to_string(info.id) + " " + info.path + "\n");
+        pipe_.reset();
+    }
+
+    void failed(const std::string& message) override {
+        if (pipe_.valid()) {
+            send("ERR " + message + "\n");
+            pipe_.reset();
+        } else {
+            log_error("%s", message.c_str());
+        }
+    }
+
+    static void redirect_to_null(int fd) {
+        int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            ::dup2(null, fd);
+            ::close(null);
+        }
+    }
+
+private:
+    void send(const std::string& line) {
+        std::size_t done = 0;
+        while (done < line.size()) {
+            ssize_t n = ::write(pipe_.get(), line.data() + done, line.size() - done);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                return; // the parent is gone; nothing to tell
+            }
+            done += static_cast<std::size_t>(n);
+        }
+    }
+
+    unique_fd pipe_;
+    std::string log_path_;
+};
+
+/// Turns SIGINT, SIGTERM and SIGHUP into a stop request, on its own thread (signalfd), so the
+/// teardown runs in normal code; a second one exits at once, without deleting the device.
+/// SIGUSR1 runs the snapshot hook (the statistics file). Construct before any other thread: it
+/// blocks the signals for every thread created after it.
+class SignalWatcher {
+public:
+    SignalWatcher() {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+        signals_.reset(::signalfd(-1, &set, SFD_CLOEXEC));
+        quit_.reset(::eventfd(0, EFD_CLOEXEC));
+        if (!signals_.valid() || !quit_.valid()) {
+            log_error("cannot watch for signals: %s; stop the daemon with `userblk del`",
+                      std::strerror(errno));
+            return;
+        }
+        thread_ = std::jthread([this] { watch(); });
+    }
+    SignalWatcher(const SignalWatcher&) = delete;
+    SignalWatcher& operator=(const SignalWatcher&) = delete;
+
+    ~SignalWatcher() {
+        if (thread_.joinable()) {
+            std::uint64_t one = 1;
+            if (::write(quit_.get(), &one, sizeof(one)) < 0) {
+                log_error("cannot end the signal thread: %s", std::strerror(errno));
+            }
+            thread_.join();
+        }
+    }
+
+    /// Runs hook on every SIGUSR1 (from the signal thread); nullptr removes it, waiting for a
+    /// run in progress to finish.
+    void set_snapshot(std::function<void()> hook) {
+        std::lock_guard lock(hook_mutex_);
+        snapshot_ = std::move(hook);
+    }
+
+    /// Stop requested by the first signal.
+    [[nodiscard]] std::stop_token token() const noexcept { return token_; }
+
+private:
+    void watch() {
+        int seen = 0;
+        pollfd fds[2] = {{signals_.get(), POLLIN, 0}, {quit_.get(), POLLIN, 0}};
+        while (true) {
+            if (::poll(fds, 2, -1) < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                log_error("poll for signals failed: %s", std::strerror(errno));
+                return;
+            }
+            if ((fds[1].revents & POLLIN) != 0) {
+                return;
+            }
+            signalfd_siginfo si{};
+            if ((fds[0].revents & POLLIN) == 0 ||
+                ::read(signals_.get(), &si, sizeof(si)) != sizeof(si)) {
+                continue;
+            }
+            if (si.ssi_signo == SIGUSR1) {
+                std::lock_guard lock(hook_mutex_);
+                if (snapshot_) {
+                    snapshot_();
+                } else {
+                    log_error("SIGUSR1: no statistics yet (the device is being set up)");
+                }
+                continue;
+            }
+            if (++seen == 1) {
+                stop_->request_stop();
+                continue;
+            }
+            log_error("second signal (%s): exiting without deleting the device",
+                      strsignal(static_cast<int>(si.ssi_signo)));
+            ::_exit(128 + static_cast<int>(si.ssi_signo));
+        }
+    }
+
+    // On the heap: GCC 12 warns (maybe-uninitialized) about a stop_source member built inline.
+    std::unique_ptr<std::stop_source> stop_ = std::make_unique<std::stop_source>();
+    std::stop_token token_ = stop_->get_token();
+    unique_fd signals_;
+    unique_fd quit_;
+    std::mutex hook_mutex_;
+    std::function<void()> snapshot_;
+    std::jthread thread_;
+};
+
+/// Removes the watcher's snapshot hook when it goes out of scope (before what the hook uses).
+class SnapshotHook {
+public:
+    SnapshotHook(SignalWatcher& watcher, std::function<void()> hook) : watcher_(watcher) {
+        watcher_.set_snapshot(std::move(hook));
+    }
+    SnapshotHook(const SnapshotHook&) = delete;
+    SnapshotHook& operator=(const SnapshotHook&) = delete;
+    ~SnapshotHook() { remove(); }
+    /// Removes the hook now, waiting for a run in progress.
+    void remove() { watcher_.set_snapshot(nullptr); }
+
+private:
+    SignalWatcher& watcher_;
+};
+
+bool write_stats(const Launch& launch, const Transport& transport) {
+    const DeviceStats* stats = transport.stats();
+    if (stats == nullptr) {
+        return true;
+    }
+    std::string doc =
+        stats_document(*stats, transport.info(), launch.transport->name, launch.backend->name);
+    // Written aside and renamed, so a reader never sees half a document.
+    std::string tmp = launch.stats_path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    bool ok = f != nullptr && std::fwrite(doc.data(), 1, doc.size(), f) == doc.size();
+    int err = errno;
+    if (f != nullptr && std::fclose(f) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && std::rename(tmp.c_str(), launch.stats_path.c_str()) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        ::unlink(tmp.c_str());
+        log_error("cannot write statistics to %s: %s", launch.stats_path.c_str(),
+                  std::strerror(err));
+    }
+    return ok;
+}
+
+/// Writes the serving process's pid to path (for the harness's CPU accounting); removes it when
+/// destroyed.
+class PidFile {
+public:
+    explicit PidFile(std::string path) : path_(std::move(path)) {
+        if (path_.empty()) {
+            return;
+        }
+        std::FILE* f = std::fopen(path_.c_str(), "w");
+        bool ok = f != nullptr && std::fprintf(f, "%d\n", static_cast<int>(::getpid())) > 0;
+        if (f != nullptr && std::fclose(f) != 0) {
+            ok = false;
+        }
+        if (!ok) {
+            log_error("cannot write the pid file %s: %s", path_.c_str(), std::strerror(errno));
+            path_.clear();
+        }
+    }
+    PidFile(const PidFile&) = delete;
+    PidFile& operator=(const PidFile&) = delete;
+    ~PidFile() {
+        if (!path_.empty()) {
+            ::unlink(path_.c_str());
+        }
+    }
+
+private:
+    std::string path_;
+};
+
+/// Creates the device, serves it until a signal or its deletion, then deletes it. Exit code.
+int serve_device(const Launch& launch, Reporter& reporter) {
+    SignalWatcher watcher; // first: every thread after it has the signals blocked
+    PidFile pid_file(launch.pid_path);
+
+    BackendConfig bcfg{launch.cfg.size, launch.cfg.block_size, launch.cfg.nr_queues};
+    auto backend = launch.backend->make(bcfg);
+    if (!backend.ok()) {
+        reporter.failed(backend.status().message());
+        return kExitFailure;
+    }
+    std::unique_ptr<Transport> transport = launch.transport->make();
+    if (Status st = transport->create(launch.cfg, *backend.value()); !st.ok()) {
+        reporter.failed(st.message());
+        return kExitFailure;
+    }
+    SnapshotHook snapshots(watcher, [&] {
+        if (launch.stats_path.empty()) {
+            log_error("SIGUSR1: no --stats-json FILE to write the statistics to");
+            return;
+        }
+        write_stats(launch, *transport);
+    });
+    bool ready = false;
+    Status served = transport->serve(watcher.token(), [&](const DeviceInfo& info) {
+        ready = true;
+        reporter.ready(info);
+    });
+    Status removed = transport->destroy();
+
+    int code = kExitOk;
+    if (!served.ok()) {
+        reporter.failed(served.message());
+        code = kExitFailure;
+    } else if (!ready) {
+        reporter.failed("stopped by a signal before the device was ready");
+        code = kExitFailure;
+    }
+    if (!removed.ok()) {
+        log_error("%s", removed.message().c_str());
+        code = kExitFailure;
+    }
+    snapshots.remove(); // the last statistics are the final ones, written once
+    if (!launch.stats_path.empty() && !write_stats(launch, *transport)) {
+        code = kExitFailure;
+    }
+    return code;
+}
+
+/// The parent's side of --daemon: waits for the child's "OK"/"ERR" line.
+int wait_for_daemon(pid_t child, unique_fd pipe) {
+    std::string line;
+    char buf[512];
+    while (line.find('\n') == std::string::npos) {
+        ssize_t n = ::read(pipe.get(), buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        line.append(buf, static_cast<std::size_t>(n));
+    }
+    if (auto nl = line.find('\n'); nl != std::string::npos) {
+        line.resize(nl);
+    }
+    if (line.starts_with("OK ")) {
+        std::printf("%s\n", line.c_str() + 3);
+        std::fflush(stdout);
+        return kExitOk;
+    }
+    int status = 0;
+    pid_t r;
+    do {
+        r = ::waitpid(child, &status, 0);
+    } while (r < 0 && errno == EINTR);
+    if (line.starts_with("ERR ")) {
+        return fail(kExitFailure, line.substr(4));
+    }
+    std::string how = "for an unknown reason";
+    if (r == child && WIFEXITED(status)) {
+        how = "with status " + std::to_string(WEXITSTATUS(status));
+    } else if (r == child && WIFSIGNALED(status)) {
+        how = std::string("by signal ") + strsignal(WTERMSIG(status));
+    }
+    return fail(kExitFailure, "the daemon ended " + how + " before the device was ready");
+}
+
+int daemonize(const Launch& launch) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) < 0) {
+        return fail(kExitFailure,
+                    std::string("cannot create the daemon's pipe: ") + std::strerror(errno));
+    }
+    unique_fd read_end(fds[0]);
+    unique_fd write_end(fds[1]);
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        return fail(kExitFailure, std::string("cannot fork the daemon: ") + std::strerror(errno));
+    }
+    if (pid > 0) {
+        write_end.reset();
+        return wait_for_daemon(pid, std::move(read_end));
+    }
+    // The daemon: its own session, no terminal on stdin/stdout; stderr until it is ready.
+    read_end.reset();
+    ::setsid();
+    if (::chdir("/") != 0) {
+        log_error("cannot change to /: %s", std::strerror(errno));
+    }
+    DaemonReporter::redirect_to_null(STDIN_FILENO);
+    DaemonReporter::redirect_to_null(STDOUT_FILENO);
+    DaemonReporter reporter(std::move(write_end), launch.log_path);
+    return serve_device(launch, reporter);
+}
+
+std::optional<std::uint32_t> parse_u32_size(const std::string& text) {
+    auto v = parse_size(text);
+    if (!v || *v > UINT32_MAX) {
+        return std::nullopt;
+    }
+    return static_cast<std::uint32_t>(*v);
+}
+
+int cmd_add(const AddOptions& o) {
+    Launch launch;
+    launch.transport = find_transport(o.transport);
+    if (launch.transport == nullptr) {
+        return fail(kExitUsage, "unknown transport '" + o.transport +
+                                    "'; valid transports: " + transport_names());
+    }
+    launch.backend = find_backend(o.backend);
+    if (launch.backend == nullptr) {
+        return fail(kExitUsage,
+                    "unknown backend '" + o.backend + "'; valid backends: " + backend_names());
+    }
+    const char* kSizeHelp = "expected a number of bytes with an optional K, M, G or T suffix";
+    auto size = parse_size(o.size);
+    if (!size) {
+        return fail(kExitUsage, "invalid --size '" + o.size + "': " + kSizeHelp);
+    }
+    auto block_size = parse_u32_size(o.block_size);
+    if (!block_size) {
+        return fail(kExitUsage, "invalid --block-size '" + o.block_size + "': " + kSizeHelp);
+    }
+    auto max_io = parse_u32_size(o.max_io);
+    if (!max_io) {
+        return fail(kExitUsage, "invalid --max-io '" + o.max_io + "': " + kSizeHelp);
+    }
+    std::string bad;
+    auto features = parse_features(o.features, &bad);
+    if (!features) {
+        return fail(kExitUsage, "unknown feature '" + bad +
+                                    "'; valid features: " + std::string(feature_names()));
+    }
+    launch.cfg.size = *size;
+    launch.cfg.block_size = *block_size;
+    launch.cfg.nr_queues = o.queues;
+    launch.cfg.queue_depth = o.depth;
+    launch.cfg.max_io_bytes = *max_io;
+    launch.cfg.timeout_ms = o.timeout_ms;
+    launch.cfg.features = *features;
+    launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
+    // The daemon changes to /: make paths absolute first.
+    std::error_code ec;
+    if (!o.stats_json.empty()) {
+        launch.stats_path = std::filesystem::absolute(o.stats_json, ec).string();
+    }
+    if (!o.pid_file.empty()) {
+        launch.pid_path = std::filesystem::absolute(o.pid_file, ec).string();
+    }
+    launch.log_path = std::filesystem::absolute(o.log_file, ec).string();
+
+    if (o.daemon) {
+        return daemonize(launch);
+    }
+    TerminalReporter reporter;
+    return serve_device(launch, reporter);
+}
+
+// ---------------------------------------------------------------------------------------------
+// list, del, and the self-descriptions
+
+int cmd_list() {
+    auto control = ControlDevice::open();
+    if (!control.ok()) {
+        return fail(kExitFailure, control.status().message());
+    }
+    for (std::uint32_t id = 0; id < USERBLK_MAX_DEVICES; ++id) {
+        auto info = control->get_info(id);
+        if (!info.ok()) {
+            if (info.status().error_number() == ENODEV) {
+                continue;
+            }
+            return fail(kExitFailure, info.status().message());
+        }
+        const userblk_dev_config& c = info.value();
+        std::printf("%u %s %s %s %u %u %s\n", id, disk_path(id).c_str(), mode_name(c.mode).c_str(),
+                    format_size(c.size).c_str(), c.nr_queues, c.queue_depth,
+                    state_name(c.state).c_str());
+    }
+    return kExitOk;
+}
+
+int cmd_del(std::uint32_t id) {
+    auto control = ControlDevice::open();
+    if (!control.ok()) {
+        return fail(kExitFailure, control.status().message());
+    }
+    if (Status st = control->del_dev(id); !st.ok()) {
+        return fail(kExitFailure, st.message());
+    }
+    return kExitOk;
+}
+
+int dump_transport(const std::string& name) {
+    const TransportEntry* t = find_transport(name);
+    if (t == nullptr) {
+        return fail(kExitUsage,
+                    "unknown transport '" + name + "'; valid transports: " + transport_names());
+    }
+    std::fputs(describe_transport(*t).to_string().c_str(), stdout);
+    return kExitOk;
+}
+
+int dump_backend(const std::string& name) {
+    const BackendEntry* b = find_backend(name);
+    if (b == nullptr) {
+        return fail(kExitUsage,
+                    "unknown backend '" + name + "'; valid backends: " + backend_names());
+    }
+    std::fputs(describe_backend(*b).to_string().c_str(), stdout);
+    return kExitOk;
+}
+
+int run(int argc, char** argv) {
+
+    CLI::App app{"userblk: block devices served by a user-space daemon through userblk.ko.",
+                 "userblk"};
+    app.footer("Exit status: 0 success, 1 failure (the message says what and why), 2 usage "
+               "error.\nSee `userblk COMMAND --help`.");
+    bool list_transports = false;
+    bool list_backends = false;
+    std::string dump_transport_name;
+    std::string dump_backend_name;
+    app.add_flag("--list-transports", list_transports, "Print the transport names, one a line");
+    app.add_flag("--list-backends", list_backends, "Print the backend names, one a line");
+    app.add_option("--dump-transport", dump_transport_name,
+                   "Print a transport's capabilities as key=value lines")
+        ->option_text("NAME");
+    app.add_option("--dump-backend", dump_backend_name,
+                   "Print a backend's capabilities as key=value lines")
+        ->option_text("NAME");
+    app.require_subcommand(0, 1);
+
+    AddOptions add_opts;
+    CLI::App* add = app.add_subcommand(
+        "add", "Create a device and serve it in the foreground; print \"<id> <path>\" once it is "
+               "served. SIGINT/SIGTERM delete it and exit 0; so does its deletion by `userblk "
+               "del`.");
+    add->add_option("--transport", add_opts.transport, "Transport (see --list-transports)")
+        ->required()
+        ->option_text("NAME");
+    add->add_option("--backend", add_opts.backend, "Backend (see --list-backends)")
+        ->required()
+        ->option_text("NAME");
+    add->add_option("--size", add_opts.size,
+                    "Device size in bytes; K, M, G, T suffixes are "
+                    "powers of 1024")
+        ->required()
+        ->option_text("SIZE");
+    add->add_option("--queues", add_opts.queues, "Hardware queues, one serving thread each")
+        ->capture_default_str();
+    add->add_option("--depth", add_opts.depth, "Requests in flight per queue")
+        ->capture_default_str();
+    add->add_option("--block-size", add_opts.block_size, "Logical block size, 512..4096")
+        ->capture_default_str()
+        ->option_text("SIZE");
+    add->add_option("--max-io", add_opts.max_io,
+                    "Largest request in bytes; 0: the module's "
+                    "default")
+        ->capture_default_str()
+        ->option_text("SIZE");
+    add->add_option("--timeout-ms", add_opts.timeout_ms,
+                    "Request timeout; 0: the module's "
+                    "default")
+        ->capture_default_str();
+    add->add_option("--features", add_opts.features,
+                    "Comma-separated: flush, discard, write-zeroes, read-only")
+        ->option_text("LIST");
+    add->add_option("--id", add_opts.id, "Wanted device id (default: any free one)")
+        ->option_text("N");
+    add->add_flag("--daemon", add_opts.daemon,
+                  "Serve in the background: print \"<id> <path>\" and exit 0 once the daemon "
+                  "serves the device, or exit 1 with its error");
+    add->add_option("--stats-json", add_opts.stats_json,
+                    "Write the statistics as JSON to FILE when the daemon exits, and on SIGUSR1")
+        ->option_text("FILE");
+    add->add_option("--pid-file", add_opts.pid_file,
+                    "Write the serving process's pid to FILE while it serves")
+        ->option_text("FILE");
+    add->add_option("--log", add_opts.log_file,
+                    "With --daemon: append the daemon's messages to FILE once it is ready")
+        ->capture_default_str()
+        ->option_text("FILE");
+
+    CLI::App* list = app.add_subcommand(
+        "list", "List devices, one a line: id path mode size queues depth state");
+
+    std::uint32_t del_id = 0;
+    CLI::App* del = app.add_subcommand("del", "Delete a device (its daemon then exits 0)");
+    del->add_option("id", del_id, "Device id")->required();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return kExitUsage;
+    }
+
+    if (list_transports) {
+        for (const auto& t : transports()) {
+            std::printf("%.*s\n", static_cast<int>(t.name.size()), t.name.data());
+        }
+        return kExitOk;
+    }
+    if (list_backends) {
+        for (const auto& b : backends()) {
+            std::printf("%.*s\n", static_cast<int>(b.name.size()), b.name.data());
+        }
+        return kExitOk;
+    }
+    if (!dump_transport_name.empty()) {
+        return dump_transport(dump_transport_name);
+    }
+    if (!dump_backend_name.empty()) {
+        return dump_backend(dump_backend_name);
+    }
+    if (*add) {
+        return cmd_add(add_opts);
+    }
+    if (*list) {
+        return cmd_list();
+    }
+    if (*del) {
+        return cmd_del(del_id);
+    }
+    std::fputs(app.help().c_str(), stderr);
+    return kExitUsage;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN); // a daemon's parent that went away is not a reason to die
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        return fail(kExitFailure, std::string("unexpected error: ") + e.what());
+    }
+}

@@ -1,0 +1,162 @@
+// The userblk CLI as users and the harness see it: output, messages and exit codes, without the
+// kernel module.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+struct CliRun {
+    int code = -1;
+    std::string out;
+    std::string err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+/// Runs build/userblk with args; stdout and stderr through files so nothing can block.
+CliRun run(const std::vector<std::string>& args) {
+    char out_path[] = "/tmp/userblk-cli-out-XXXXXX";
+    char err_path[] = "/tmp/userblk-cli-err-XXXXXX";
+    int out = ::mkstemp(out_path);
+    int err = ::mkstemp(err_path);
+    CliRun r;
+    if (out < 0 || err < 0) {
+        ADD_FAILURE() << "mkstemp failed";
+        return r;
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(out, STDOUT_FILENO);
+        ::dup2(err, STDERR_FILENO);
+        int null = ::open("/dev/null", O_RDONLY);
+        ::dup2(null, STDIN_FILENO);
+        std::vector<char*> argv;
+        argv.push_back(const_cast<char*>(USERBLK_CLI_PATH));
+        for (const auto& a : args) {
+            argv.push_back(const_cast<char*>(a.c_str()));
+        }
+        argv.push_back(nullptr);
+        ::execv(USERBLK_CLI_PATH, argv.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    ::close(out);
+    ::close(err);
+    r.out = slurp(out_path);
+    r.err = slurp(err_path);
+    ::unlink(out_path);
+    ::unlink(err_path);
+    return r;
+}
+
+bool module_loaded() {
+    return std::filesystem::exists("/dev/userblk-control");
+}
+
+const char* kNoModule =
+    "userblk: cannot open /dev/userblk-control: No such file or directory (is userblk.ko "
+    "loaded?)\n";
+
+TEST(Cli, ListsTransportsAndBackends) {
+    CliRun t = run({"--list-transports"});
+    EXPECT_EQ(t.code, 0);
+    EXPECT_EQ(t.out, "copy\n");
+    CliRun b = run({"--list-backends"});
+    EXPECT_EQ(b.code, 0);
+    EXPECT_EQ(b.out, "null\nram\n");
+}
+
+TEST(Cli, DumpTransportPrintsKeyValueLines) {
+    CliRun r = run({"--dump-transport", "copy"});
+    EXPECT_EQ(r.code, 0);
+    EXPECT_EQ(r.out.rfind("name=copy\n", 0), 0U) << r.out;
+    EXPECT_NE(r.out.find("\nmode=copy\n"), std::string::npos) << r.out;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);) {
+        EXPECT_NE(line.find('='), std::string::npos) << line;
+    }
+}
+
+TEST(Cli, UnknownTransportListsTheValidOnesAndExits2) {
+    CliRun r = run({"--dump-transport", "warp"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.err, "userblk: unknown transport 'warp'; valid transports: copy\n");
+    CliRun a = run({"add", "--transport", "warp", "--backend", "ram", "--size", "1G"});
+    EXPECT_EQ(a.code, 2);
+    EXPECT_EQ(a.err, "userblk: unknown transport 'warp'; valid transports: copy\n");
+}
+
+TEST(Cli, UnknownBackendListsTheValidOnesAndExits2) {
+    CliRun r = run({"add", "--transport", "copy", "--backend", "disk", "--size", "1G"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.err, "userblk: unknown backend 'disk'; valid backends: null, ram\n");
+    EXPECT_EQ(run({"--dump-backend", "disk"}).code, 2);
+}
+
+TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
+    CliRun s = run({"add", "--transport", "copy", "--backend", "ram", "--size", "1Q"});
+    EXPECT_EQ(s.code, 2);
+    EXPECT_NE(s.err.find("invalid --size '1Q'"), std::string::npos) << s.err;
+    CliRun m =
+        run({"add", "--transport", "copy", "--backend", "ram", "--size", "1G", "--max-io", "8G"});
+    EXPECT_EQ(m.code, 2);
+    EXPECT_NE(m.err.find("invalid --max-io '8G'"), std::string::npos) << m.err;
+    CliRun f = run({"add", "--transport", "copy", "--backend", "ram", "--size", "1G", "--features",
+                    "flush,trim"});
+    EXPECT_EQ(f.code, 2);
+    EXPECT_EQ(f.err, "userblk: unknown feature 'trim'; valid features: flush, discard, "
+                     "write-zeroes, read-only\n");
+}
+
+TEST(Cli, MissingArgumentsAreUsageErrors) {
+    EXPECT_EQ(run({}).code, 2);
+    EXPECT_EQ(run({"add", "--transport", "copy"}).code, 2);
+    EXPECT_EQ(run({"del"}).code, 2);
+    EXPECT_EQ(run({"del", "notanumber"}).code, 2);
+    EXPECT_EQ(run({"frobnicate"}).code, 2);
+}
+
+TEST(Cli, HelpEverywhere) {
+    for (std::vector<std::string> args : {std::vector<std::string>{"--help"},
+                                          {"add", "--help"},
+                                          {"list", "--help"},
+                                          {"del", "--help"}}) {
+        CliRun r = run(args);
+        EXPECT_EQ(r.code, 0) << args[0];
+        EXPECT_NE(r.out.find("Usage:"), std::string::npos) << args[0];
+    }
+}
+
+TEST(Cli, WithoutTheModuleEveryKernelCommandSaysSo) {
+    if (module_loaded()) {
+        GTEST_SKIP() << "/dev/userblk-control exists: userblk.ko is loaded";
+    }
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"list"},
+          {"del", "0"},
+          {"add", "--transport", "copy", "--backend", "ram", "--size", "1G"},
+          {"add", "--transport", "copy", "--backend", "null", "--size", "1G", "--daemon"}}) {
+        CliRun r = run(args);
+        EXPECT_EQ(r.code, 1) << args[0];
+        EXPECT_EQ(r.err, kNoModule) << args.back();
+        EXPECT_EQ(r.out, "") << args.back();
+    }
+}
+
+} // namespace

@@ -1,0 +1,135 @@
+// "Hot loops allocate nothing": counts heap allocations made while the copy transport handles
+// batches and the backends run I/O. Replaces the global operator new of this test binary (it
+// only counts, then allocates as usual).
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include <gtest/gtest.h>
+
+#include "copy/copy.h"
+#include "copy_helpers.h"
+#include "core/io.h"
+#include "test_util.h"
+
+namespace {
+
+std::atomic<std::uint64_t> g_allocations{0};
+
+void* counted_alloc(std::size_t size, std::size_t align) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    if (size == 0) {
+        size = 1;
+    }
+    void* p = align <= alignof(std::max_align_t)
+                  ? std::malloc(size)
+                  : std::aligned_alloc(align, (size + align - 1) / align * align);
+    if (p == nullptr) {
+        throw std::bad_alloc();
+    }
+    return p;
+}
+
+} // namespace
+
+// The replaceable global allocation functions; the default deletes free() what these return.
+void* operator new(std::size_t size) {
+    return counted_alloc(size, 0);
+}
+void* operator new[](std::size_t size) {
+    return counted_alloc(size, 0);
+}
+void* operator new(std::size_t size, std::align_val_t align) {
+    return counted_alloc(size, static_cast<std::size_t>(align));
+}
+void* operator new[](std::size_t size, std::align_val_t align) {
+    return counted_alloc(size, static_cast<std::size_t>(align));
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t /*size*/) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t /*size*/) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t /*align*/) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t /*align*/) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
+    std::free(p);
+}
+
+namespace {
+
+using namespace userblk;
+using namespace userblk::copy;
+
+/// Accepts every write() without keeping anything.
+class DiscardSink final : public CompletionSink {
+public:
+    ssize_t write(std::span<const std::byte> bytes) noexcept override {
+        return static_cast<ssize_t>(bytes.size());
+    }
+};
+
+TEST(NoAllocation, CountingWorks) {
+    std::uint64_t before = g_allocations.load();
+    auto p = std::make_unique<int>(3);
+    EXPECT_EQ(*p, 3);
+    EXPECT_GT(g_allocations.load(), before) << "the counter does not see allocations";
+}
+
+TEST(NoAllocation, CopyQueueHandlesBatchesWithoutAllocating) {
+    test::BackendWithQueue b("ram", 1 << 20);
+    ASSERT_TRUE(b.queue);
+    DeviceInfo info;
+    info.size = 1 << 20;
+    info.queue_depth = 16;
+    info.max_io_bytes = 64 * 1024;
+    KmodQueue kq{0, -1, info, *b.backend, *b.queue, b.stats};
+    auto worker = CopyQueue::create(kq);
+    ASSERT_TRUE(worker.ok());
+    auto data = test::pattern(4096, 1);
+    test::BatchBuilder batch;
+    for (std::uint16_t t = 0; t < 16; t += 4) {
+        batch.add(t, USERBLK_OP_WRITE, t * 4096ULL, 4096, data)
+            .add(t + 1, USERBLK_OP_READ, t * 4096ULL, 4096)
+            .add(t + 2, USERBLK_OP_FLUSH, 0, 0)
+            .add(t + 3, USERBLK_OP_DISCARD, 65536, 4096);
+    }
+    DiscardSink sink;
+    std::uint64_t before = g_allocations.load();
+    for (int round = 0; round < 100; ++round) {
+        ASSERT_EQ(worker.value()->handle_batch(batch.span(), sink).status, BatchStatus::served);
+    }
+    EXPECT_EQ(g_allocations.load(), before);
+    EXPECT_EQ(b.stats.requests[static_cast<std::size_t>(OpKind::read)].get(), 400U);
+}
+
+TEST(NoAllocation, PipeAdapterDoesNotAllocate) {
+    test::BackendWithQueue b("ram", 1 << 20);
+    ASSERT_TRUE(b.queue);
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    std::uint64_t before = g_allocations.load();
+    for (int i = 0; i < 10; ++i) {
+        ASSERT_EQ(b.backend->read_to_pipe(*b.queue, fds[1], 0, 4096), 0);
+        ASSERT_EQ(b.backend->write_from_pipe(*b.queue, fds[0], 8192, 4096, 0), 0);
+    }
+    EXPECT_EQ(g_allocations.load(), before);
+    ::close(fds[0]);
+    ::close(fds[1]);
+}
+
+} // namespace

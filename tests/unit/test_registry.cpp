@@ -1,0 +1,85 @@
+// The registries: lookups by name, and every entry can describe itself and be made.
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "core/registry.h"
+
+namespace {
+
+using namespace userblk;
+
+TEST(Registry, FindsKnownTransports) {
+    const TransportEntry* copy = find_transport("copy");
+    ASSERT_NE(copy, nullptr);
+    EXPECT_EQ(copy->name, "copy");
+    EXPECT_NE(copy->make(), nullptr);
+}
+
+TEST(Registry, UnknownNamesAreNull) {
+    EXPECT_EQ(find_transport("nope"), nullptr);
+    EXPECT_EQ(find_transport(""), nullptr);
+    EXPECT_EQ(find_transport("COPY"), nullptr); // names are exact
+    EXPECT_EQ(find_backend("nope"), nullptr);
+    EXPECT_EQ(find_backend("copy"), nullptr); // tables are separate
+}
+
+TEST(Registry, FindsKnownBackends) {
+    for (const char* name : {"null", "ram"}) {
+        const BackendEntry* b = find_backend(name);
+        ASSERT_NE(b, nullptr) << name;
+        auto made = b->make(BackendConfig{1 << 20, 512, 1});
+        ASSERT_TRUE(made.ok()) << made.status().message();
+        EXPECT_EQ(made.value()->size(), 1U << 20);
+    }
+}
+
+TEST(Registry, NamesForMessages) {
+    EXPECT_EQ(transport_names(), "copy");
+    EXPECT_EQ(backend_names(), "null, ram");
+}
+
+TEST(Registry, NamesAreUnique) {
+    std::set<std::string_view> seen;
+    for (const auto& t : transports()) {
+        EXPECT_TRUE(seen.insert(t.name).second) << t.name;
+    }
+    seen.clear();
+    for (const auto& b : backends()) {
+        EXPECT_TRUE(seen.insert(b.name).second) << b.name;
+    }
+}
+
+// Every registered transport, present and future, describes itself in key=value lines.
+TEST(Registry, EveryTransportDescribesItself) {
+    for (const auto& t : transports()) {
+        Capabilities caps = describe_transport(t);
+        EXPECT_EQ(caps.get("name"), std::string(t.name));
+        EXPECT_TRUE(caps.get("summary").has_value()) << t.name;
+        EXPECT_GT(caps.entries().size(), 4U) << t.name << " says little about itself";
+        for (const auto& [k, v] : caps.entries()) {
+            EXPECT_EQ(k.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_"),
+                      std::string::npos)
+                << t.name << " key " << k;
+            EXPECT_EQ(v.find('\n'), std::string::npos) << t.name << " " << k;
+        }
+    }
+}
+
+TEST(Registry, KmodTransportsNameTheirMode) {
+    // For the userblk transports the registry name is the kmod mode.
+    Capabilities caps = describe_transport(*find_transport("copy"));
+    EXPECT_EQ(caps.get("mode"), "copy");
+    EXPECT_EQ(caps.get("mode_number"), std::to_string(USERBLK_MODE_COPY));
+    EXPECT_EQ(caps.get("kernel"), "userblk");
+}
+
+TEST(Registry, EveryBackendDescribesItself) {
+    for (const auto& b : backends()) {
+        Capabilities caps = describe_backend(b);
+        EXPECT_EQ(caps.get("name"), std::string(b.name));
+        EXPECT_TRUE(caps.get("pipe_path").has_value()) << b.name;
+    }
+}
+
+} // namespace

@@ -1,0 +1,86 @@
+#include "io.h"
+
+#include <cerrno>
+
+namespace userblk {
+
+namespace {
+
+/// Checks what is common to both data paths; 0 when the request may run.
+int check(const Backend& backend, const userblk_io_desc& desc) noexcept {
+    switch (desc.op) {
+    case USERBLK_OP_FLUSH:
+        return 0;
+    case USERBLK_OP_READ:
+    case USERBLK_OP_WRITE:
+    case USERBLK_OP_DISCARD:
+    case USERBLK_OP_WRITE_ZEROES:
+        return range_ok(desc.offset, desc.len, backend.size()) ? 0 : -EINVAL;
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
+int run_other(Backend& backend, BackendQueue& q, const userblk_io_desc& desc) noexcept {
+    switch (desc.op) {
+    case USERBLK_OP_FLUSH:
+        return backend.flush(q);
+    case USERBLK_OP_DISCARD:
+        return backend.discard(q, desc.offset, desc.len);
+    case USERBLK_OP_WRITE_ZEROES:
+        return backend.write_zeroes(q, desc.offset, desc.len);
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
+int finish(BackendQueue& q, const userblk_io_desc& desc, int result) noexcept {
+    QueueStats& s = q.stats();
+    s.count_request(desc.op, desc.op == USERBLK_OP_FLUSH ? 0 : desc.len);
+    if (result < 0) {
+        s.io_errors.add();
+    }
+    return result;
+}
+
+} // namespace
+
+int execute(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
+            std::span<std::byte> data) noexcept {
+    int r = check(backend, desc);
+    if (r == 0) {
+        switch (desc.op) {
+        case USERBLK_OP_READ:
+            r = data.size() == desc.len ? backend.read(q, desc.offset, data) : -EINVAL;
+            break;
+        case USERBLK_OP_WRITE:
+            r = data.size() == desc.len ? backend.write(q, desc.offset, data, desc.flags) : -EINVAL;
+            break;
+        default:
+            r = run_other(backend, q, desc);
+            break;
+        }
+    }
+    return finish(q, desc, r);
+}
+
+int execute_pipe(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
+                 int pipe_fd) noexcept {
+    int r = check(backend, desc);
+    if (r == 0) {
+        switch (desc.op) {
+        case USERBLK_OP_READ:
+            r = backend.read_to_pipe(q, pipe_fd, desc.offset, desc.len);
+            break;
+        case USERBLK_OP_WRITE:
+            r = backend.write_from_pipe(q, pipe_fd, desc.offset, desc.len, desc.flags);
+            break;
+        default:
+            r = run_other(backend, q, desc);
+            break;
+        }
+    }
+    return finish(q, desc, r);
+}
+
+} // namespace userblk

@@ -1,0 +1,30 @@
+// Running one request against a backend: shared by every transport's serve loop.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include <uapi/userblk.h>
+
+#include "backend.h"
+
+namespace userblk {
+
+/// True when [off, off+len) lies within a device of size bytes (no overflow).
+constexpr bool range_ok(std::uint64_t off, std::uint64_t len, std::uint64_t size) noexcept {
+    return len <= size && off <= size - len;
+}
+
+/// Runs one request on backend for queue q and counts it in q.stats() (op, bytes, errors).
+/// data is the destination of a READ or the source of a WRITE and must be desc.len bytes; it is
+/// ignored for other ops. The op and range are checked first (unknown op: -EOPNOTSUPP; range
+/// past the end or data of the wrong size: -EINVAL). Returns the completion result: 0 or -errno.
+int execute(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
+            std::span<std::byte> data) noexcept;
+
+/// As execute(), for transports that move data through a pipe: a READ's data is written into
+/// pipe_fd, a WRITE's data is taken from pipe_fd (Backend::read_to_pipe / write_from_pipe).
+int execute_pipe(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
+                 int pipe_fd) noexcept;
+
+} // namespace userblk

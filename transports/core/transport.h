@@ -1,0 +1,44 @@
+// The Transport interface: how a device's requests and their data cross the kernel/user boundary.
+#pragma once
+
+#include <functional>
+#include <stop_token>
+
+#include "backend.h"
+#include "capabilities.h"
+#include "config.h"
+#include "stats.h"
+#include "status.h"
+
+namespace userblk {
+
+/// Called once by Transport::serve() when every queue is being served and the device is visible.
+using ReadyFn = std::function<void(const DeviceInfo&)>;
+
+/// One transport instance serves one device: the registry makes a fresh object per device (and
+/// one to describe the transport). The life of a device is create() -> serve() -> destroy().
+/// Nothing here throws; failures come back as a Status naming the object and the cause.
+class Transport {
+public:
+    Transport() = default;
+    Transport(const Transport&) = delete;
+    Transport& operator=(const Transport&) = delete;
+    virtual ~Transport() = default;
+
+    /// Appends key=value capability lines for `userblk --dump-transport` (after name=). Required.
+    virtual void describe(Capabilities& caps) const = 0;
+    /// Creates the device for cfg, to be served by backend; not yet visible or served. Required.
+    virtual Status create(const DeviceConfig& cfg, Backend& backend) = 0;
+    /// Serves every queue, one thread per queue, makes the device visible, calls ready, and returns
+    /// once the device is dead or stop is requested and all threads are joined. Required.
+    virtual Status serve(std::stop_token stop, const ReadyFn& ready) = 0;
+    /// Removes the device; idempotent, and run by the destructor of a created device. Required.
+    virtual Status destroy() = 0;
+
+    /// The device's identity and values in force, after create(). Optional: default empty.
+    [[nodiscard]] virtual DeviceInfo info() const;
+    /// Per-queue statistics, after create(). Optional: default none (nullptr).
+    [[nodiscard]] virtual const DeviceStats* stats() const;
+};
+
+} // namespace userblk
