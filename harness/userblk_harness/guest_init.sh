@@ -45,6 +45,11 @@ mount -t 9p -o "$P9,cache=none" results "$R$USERBLK_OUT" || die "cannot mount th
 OUT=$R$USERBLK_OUT
 
 echo "${USERBLK_HUNG_TASK_S:-30}" >/proc/sys/kernel/hung_task_timeout_secs
+# The kernel's module requests (mount -t ext4, ...) run modprobe in the
+# initramfs root: send them to the host root's modprobe and modules.
+printf '#!/bin/sh\nexec chroot %s /sbin/modprobe "$@"\n' "$R" >/bin/host-modprobe
+chmod 755 /bin/host-modprobe
+echo /bin/host-modprobe >/proc/sys/kernel/modprobe
 hostname userblk-vm
 {
 	echo "release=$(uname -r)"
