@@ -270,8 +270,8 @@ bool write_stats(const Launch& launch, const Transport& transport) {
     if (stats == nullptr) {
         return true;
     }
-    std::string doc =
-        stats_document(*stats, transport.info(), launch.transport->name, launch.backend->name);
+    std::string doc = stats_document(*stats, transport.info(), launch.transport->name,
+                                     launch.backend != nullptr ? launch.backend->name : "-");
     // Written aside and renamed, so a reader never sees half a document.
     std::string tmp = launch.stats_path + ".tmp";
     std::FILE* f = std::fopen(tmp.c_str(), "w");
@@ -328,14 +328,18 @@ int serve_device(const Launch& launch, Reporter& reporter) {
     SignalWatcher watcher; // first: every thread after it has the signals blocked
     PidFile pid_file(launch.pid_path);
 
-    BackendConfig bcfg{launch.cfg.size, launch.cfg.block_size, launch.cfg.nr_queues};
-    auto backend = launch.backend->make(bcfg);
-    if (!backend.ok()) {
-        reporter.failed(backend.status().message());
-        return kExitFailure;
+    std::unique_ptr<Backend> backend;
+    if (launch.backend != nullptr) {
+        BackendConfig bcfg{launch.cfg.size, launch.cfg.block_size, launch.cfg.nr_queues};
+        auto made = launch.backend->make(bcfg);
+        if (!made.ok()) {
+            reporter.failed(made.status().message());
+            return kExitFailure;
+        }
+        backend = std::move(made).value();
     }
     std::unique_ptr<Transport> transport = launch.transport->make();
-    if (Status st = transport->create(launch.cfg, *backend.value()); !st.ok()) {
+    if (Status st = transport->create(launch.cfg, backend.get()); !st.ok()) {
         reporter.failed(st.message());
         return kExitFailure;
     }
@@ -455,8 +459,16 @@ int cmd_add(const AddOptions& o) {
         return fail(kExitUsage, "unknown transport '" + o.transport +
                                     "'; valid transports: " + transport_names());
     }
-    launch.backend = find_backend(o.backend);
-    if (launch.backend == nullptr) {
+    bool needs_backend = launch.transport->make()->needs_backend();
+    if (!needs_backend) {
+        if (!o.backend.empty() && o.backend != "-") {
+            return fail(kExitUsage, std::string(launch.transport->name) +
+                                        " is served by the kernel alone: it takes no --backend");
+        }
+    } else if (o.backend.empty()) {
+        return fail(kExitUsage, "--backend is required for " + std::string(launch.transport->name) +
+                                    "; valid backends: " + backend_names());
+    } else if (launch.backend = find_backend(o.backend); launch.backend == nullptr) {
         return fail(kExitUsage,
                     "unknown backend '" + o.backend + "'; valid backends: " + backend_names());
     }
@@ -587,8 +599,9 @@ int run(int argc, char** argv) {
     add->add_option("--transport", add_opts.transport, "Transport (see --list-transports)")
         ->required()
         ->option_text("NAME");
-    add->add_option("--backend", add_opts.backend, "Backend (see --list-backends)")
-        ->required()
+    add->add_option("--backend", add_opts.backend,
+                    "Backend (see --list-backends); required except for the kernel-only "
+                    "references null_blk and brd")
         ->option_text("NAME");
     add->add_option("--size", add_opts.size,
                     "Device size in bytes; K, M, G, T suffixes are "

@@ -9,6 +9,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include "core/registry.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,7 +78,11 @@ const char* kNoModule =
 TEST(Cli, ListsTransportsAndBackends) {
     CliRun t = run({"--list-transports"});
     EXPECT_EQ(t.code, 0);
-    EXPECT_EQ(t.out, "copy\n");
+    std::string want;
+    for (const auto& e : userblk::transports()) {
+        want += std::string(e.name) + "\n";
+    }
+    EXPECT_EQ(t.out, want);
     CliRun b = run({"--list-backends"});
     EXPECT_EQ(b.code, 0);
     EXPECT_EQ(b.out, "null\nram\n");
@@ -96,10 +102,32 @@ TEST(Cli, DumpTransportPrintsKeyValueLines) {
 TEST(Cli, UnknownTransportListsTheValidOnesAndExits2) {
     CliRun r = run({"--dump-transport", "warp"});
     EXPECT_EQ(r.code, 2);
-    EXPECT_EQ(r.err, "userblk: unknown transport 'warp'; valid transports: copy\n");
+    std::string want =
+        "userblk: unknown transport 'warp'; valid transports: " + userblk::transport_names() + "\n";
+    EXPECT_EQ(r.err, want);
     CliRun a = run({"add", "--transport", "warp", "--backend", "ram", "--size", "1G"});
     EXPECT_EQ(a.code, 2);
-    EXPECT_EQ(a.err, "userblk: unknown transport 'warp'; valid transports: copy\n");
+    EXPECT_EQ(a.err, want);
+}
+
+TEST(Cli, BackendIsRequiredExactlyWhereItIsUsed) {
+    CliRun missing = run({"add", "--transport", "copy", "--size", "1M"});
+    EXPECT_EQ(missing.code, 2);
+    EXPECT_EQ(missing.err, "userblk: --backend is required for copy; valid backends: null, ram\n");
+    CliRun extra = run({"add", "--transport", "null_blk", "--backend", "ram", "--size", "1M"});
+    EXPECT_EQ(extra.code, 2);
+    EXPECT_EQ(extra.err,
+              "userblk: null_blk is served by the kernel alone: it takes no --backend\n");
+}
+
+TEST(Cli, ReferencesDescribeThemselvesAsKernelOnly) {
+    for (const char* name : {"null_blk", "brd"}) {
+        CliRun r = run({"--dump-transport", name});
+        EXPECT_EQ(r.code, 0) << name;
+        EXPECT_NE(r.out.find("\nkind=reference\n"), std::string::npos) << r.out;
+    }
+    CliRun c = run({"--dump-transport", "copy"});
+    EXPECT_NE(c.out.find("\nkind=userblk\n"), std::string::npos) << c.out;
 }
 
 TEST(Cli, UnknownBackendListsTheValidOnesAndExits2) {

@@ -33,21 +33,25 @@ namespace {
 
 std::string g_transport = "copy";
 // An address no process maps, hidden from the compiler's buffer checks.
-void *volatile g_bad_ptr = reinterpret_cast<void *>(16);
+void* volatile g_bad_ptr = reinterpret_cast<void*>(16);
 
-uint32_t mode_of(const std::string &name) {
-    if (name == "copy") return USERBLK_MODE_COPY;
-    if (name == "ring") return USERBLK_MODE_RING;
-    if (name == "pipe") return USERBLK_MODE_PIPE;
-    if (name == "splice") return USERBLK_MODE_SPLICE;
+uint32_t mode_of(const std::string& name) {
+    if (name == "copy")
+        return USERBLK_MODE_COPY;
+    if (name == "ring")
+        return USERBLK_MODE_RING;
+    if (name == "pipe")
+        return USERBLK_MODE_PIPE;
+    if (name == "splice")
+        return USERBLK_MODE_SPLICE;
     return 0;
 }
 
 class Fd {
-  public:
+public:
     explicit Fd(int fd = -1) : fd_(fd) {}
-    Fd(Fd &&o) noexcept : fd_(o.release()) {}
-    Fd &operator=(Fd &&o) noexcept {
+    Fd(Fd&& o) noexcept : fd_(o.release()) {}
+    Fd& operator=(Fd&& o) noexcept {
         reset(o.release());
         return *this;
     }
@@ -55,16 +59,18 @@ class Fd {
     int get() const { return fd_; }
     int release() { return std::exchange(fd_, -1); }
     void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
+        if (fd_ >= 0)
+            ::close(fd_);
         fd_ = fd;
     }
 
-  private:
+private:
     int fd_;
 };
 
 // ioctl returning -errno on failure, the result otherwise.
-template <typename Arg> int xioctl(int fd, unsigned long cmd, Arg arg) {
+template <typename Arg>
+int xioctl(int fd, unsigned long cmd, Arg arg) {
     int r = ::ioctl(fd, cmd, arg);
     return r < 0 ? -errno : r;
 }
@@ -84,17 +90,19 @@ userblk_dev_config good_config(uint32_t mode) {
 }
 
 class ControlTest : public ::testing::Test {
-  protected:
+protected:
     void SetUp() override {
         ctl_ = Fd(::open(USERBLK_CONTROL_PATH, O_RDWR | O_CLOEXEC));
         ASSERT_GE(ctl_.get(), 0) << USERBLK_CONTROL_PATH << ": " << std::strerror(errno);
     }
     void TearDown() override {
-        for (uint32_t id : added_) xioctl(ctl_.get(), USERBLK_IOC_DEL_DEV, (unsigned long)id);
+        for (uint32_t id : added_)
+            xioctl(ctl_.get(), USERBLK_IOC_DEL_DEV, (unsigned long)id);
     }
-    int add(userblk_dev_config &c) {
+    int add(userblk_dev_config& c) {
         int r = xioctl(ctl_.get(), USERBLK_IOC_ADD_DEV, &c);
-        if (r == 0) added_.push_back(c.dev_id);
+        if (r == 0)
+            added_.push_back(c.dev_id);
         return r;
     }
     int add_expect_error(userblk_dev_config c) { return add(c); }
@@ -113,33 +121,33 @@ TEST_F(ControlTest, AddDevRejectsEveryBadField) {
     const uint32_t mode = mode_of(g_transport);
     ASSERT_NE(mode, 0u);
     struct Case {
-        const char *what;
-        void (*mutate)(userblk_dev_config &);
+        const char* what;
+        void (*mutate)(userblk_dev_config&);
     } cases[] = {
-        {"abi version", [](userblk_dev_config &c) { c.abi_version = 99; }},
-        {"unknown feature", [](userblk_dev_config &c) { c.features = 1ull << 40; }},
-        {"reserved", [](userblk_dev_config &c) { c.reserved[3] = 1; }},
-        {"output field", [](userblk_dev_config &c) { c.state = 2; }},
-        {"dev id", [](userblk_dev_config &c) { c.dev_id = USERBLK_MAX_DEVICES; }},
-        {"block size 1000", [](userblk_dev_config &c) { c.logical_block_size = 1000; }},
-        {"block size 256", [](userblk_dev_config &c) { c.logical_block_size = 256; }},
-        {"block size 64k", [](userblk_dev_config &c) { c.logical_block_size = 65536; }},
-        {"size 0", [](userblk_dev_config &c) { c.size = 0; }},
-        {"size unaligned", [](userblk_dev_config &c) { c.size = 1000; }},
-        {"size huge", [](userblk_dev_config &c) { c.size = ~0ull & ~511ull; }},
-        {"0 queues", [](userblk_dev_config &c) { c.nr_queues = 0; }},
-        {"too many queues", [](userblk_dev_config &c) { c.nr_queues = USERBLK_MAX_QUEUES + 1; }},
-        {"depth 0", [](userblk_dev_config &c) { c.queue_depth = 0; }},
-        {"depth too big", [](userblk_dev_config &c) { c.queue_depth = USERBLK_MAX_DEPTH + 1; }},
-        {"max io small", [](userblk_dev_config &c) { c.max_io_bytes = 1024; }},
-        {"max io big", [](userblk_dev_config &c) { c.max_io_bytes = 2u << 20; }},
-        {"max io unaligned", [](userblk_dev_config &c) { c.max_io_bytes = 4096 + 100; }},
-        {"timeout small", [](userblk_dev_config &c) { c.timeout_ms = 5; }},
-        {"timeout big", [](userblk_dev_config &c) { c.timeout_ms = USERBLK_MAX_TIMEOUT_MS + 1; }},
-        {"mode 0", [](userblk_dev_config &c) { c.mode = 0; }},
-        {"mode 99", [](userblk_dev_config &c) { c.mode = 99; }},
+        {"abi version", [](userblk_dev_config& c) { c.abi_version = 99; }},
+        {"unknown feature", [](userblk_dev_config& c) { c.features = 1ull << 40; }},
+        {"reserved", [](userblk_dev_config& c) { c.reserved[3] = 1; }},
+        {"output field", [](userblk_dev_config& c) { c.state = 2; }},
+        {"dev id", [](userblk_dev_config& c) { c.dev_id = USERBLK_MAX_DEVICES; }},
+        {"block size 1000", [](userblk_dev_config& c) { c.logical_block_size = 1000; }},
+        {"block size 256", [](userblk_dev_config& c) { c.logical_block_size = 256; }},
+        {"block size 64k", [](userblk_dev_config& c) { c.logical_block_size = 65536; }},
+        {"size 0", [](userblk_dev_config& c) { c.size = 0; }},
+        {"size unaligned", [](userblk_dev_config& c) { c.size = 1000; }},
+        {"size huge", [](userblk_dev_config& c) { c.size = ~0ull & ~511ull; }},
+        {"0 queues", [](userblk_dev_config& c) { c.nr_queues = 0; }},
+        {"too many queues", [](userblk_dev_config& c) { c.nr_queues = USERBLK_MAX_QUEUES + 1; }},
+        {"depth 0", [](userblk_dev_config& c) { c.queue_depth = 0; }},
+        {"depth too big", [](userblk_dev_config& c) { c.queue_depth = USERBLK_MAX_DEPTH + 1; }},
+        {"max io small", [](userblk_dev_config& c) { c.max_io_bytes = 1024; }},
+        {"max io big", [](userblk_dev_config& c) { c.max_io_bytes = 2u << 20; }},
+        {"max io unaligned", [](userblk_dev_config& c) { c.max_io_bytes = 4096 + 100; }},
+        {"timeout small", [](userblk_dev_config& c) { c.timeout_ms = 5; }},
+        {"timeout big", [](userblk_dev_config& c) { c.timeout_ms = USERBLK_MAX_TIMEOUT_MS + 1; }},
+        {"mode 0", [](userblk_dev_config& c) { c.mode = 0; }},
+        {"mode 99", [](userblk_dev_config& c) { c.mode = 99; }},
     };
-    for (const auto &k : cases) {
+    for (const auto& k : cases) {
         userblk_dev_config c = good_config(mode);
         k.mutate(c);
         EXPECT_EQ(add_expect_error(c), -EINVAL) << k.what;
@@ -217,7 +225,7 @@ TEST_F(ControlTest, BadIdsAndStatesAreRejected) {
 
 // A live device whose only queue this test serves by hand.
 class CopyQueueTest : public ControlTest {
-  protected:
+protected:
     static constexpr size_t kBlock = 4096;
     void SetUp() override {
         if (mode_of(g_transport) != USERBLK_MODE_COPY)
@@ -236,12 +244,14 @@ class CopyQueueTest : public ControlTest {
     }
 
     // Start a direct 4 KiB read of the device at off, served by the test.
-    std::future<ssize_t> read_async(off_t off, void *dst) {
+    std::future<ssize_t> read_async(off_t off, void* dst) {
         return std::async(std::launch::async, [this, off, dst] {
             int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-            if (fd < 0) return (ssize_t)-errno;
+            if (fd < 0)
+                return (ssize_t)-errno;
             ssize_t r = ::pread(fd, dst, kBlock, off);
-            if (r < 0) r = -errno;
+            if (r < 0)
+                r = -errno;
             ::close(fd);
             return r;
         });
@@ -258,12 +268,12 @@ class CopyQueueTest : public ControlTest {
         return d;
     }
 
-    ssize_t write_raw(const void *p, size_t n) {
+    ssize_t write_raw(const void* p, size_t n) {
         ssize_t r = ::write(q_.get(), p, n);
         return r < 0 ? -errno : r;
     }
 
-    ssize_t complete(const userblk_io_desc &d, int32_t result, const void *data, size_t len,
+    ssize_t complete(const userblk_io_desc& d, int32_t result, const void* data, size_t len,
                      uint16_t tag_override = 0xffff, uint32_t gen_delta = 0) {
         std::vector<char> msg(sizeof(userblk_io_cpl) + len);
         userblk_io_cpl c{};
@@ -271,7 +281,8 @@ class CopyQueueTest : public ControlTest {
         c.gen = d.gen + gen_delta;
         c.result = result;
         std::memcpy(msg.data(), &c, sizeof(c));
-        if (len) std::memcpy(msg.data() + sizeof(c), data, len);
+        if (len)
+            std::memcpy(msg.data() + sizeof(c), data, len);
         return write_raw(msg.data(), msg.size());
     }
 
@@ -282,9 +293,9 @@ class CopyQueueTest : public ControlTest {
 };
 
 struct AlignedBlock {
-    AlignedBlock() { data = static_cast<char *>(std::aligned_alloc(4096, 4096)); }
+    AlignedBlock() { data = static_cast<char*>(std::aligned_alloc(4096, 4096)); }
     ~AlignedBlock() { std::free(data); }
-    char *data;
+    char* data;
 };
 
 TEST_F(CopyQueueTest, WrongAnswersAreRejectedAndTheRightOneStillWorks) {
@@ -297,9 +308,11 @@ TEST_F(CopyQueueTest, WrongAnswersAreRejectedAndTheRightOneStillWorks) {
     ASSERT_EQ(d.len, kBlock);
 
     std::vector<char> pattern(kBlock);
-    for (size_t i = 0; i < kBlock; i++) pattern[i] = char(i * 7 + 3);
+    for (size_t i = 0; i < kBlock; i++)
+        pattern[i] = char(i * 7 + 3);
 
-    EXPECT_EQ(complete(d, 0, pattern.data(), kBlock, cfg_.queue_depth), -EINVAL) << "tag >= depth";
+    EXPECT_EQ(complete(d, 0, pattern.data(), kBlock, uint16_t(cfg_.queue_depth)), -EINVAL)
+        << "tag >= depth";
     EXPECT_EQ(complete(d, 0, pattern.data(), kBlock, uint16_t((d.tag + 1) % cfg_.queue_depth)),
               -ENOENT)
         << "a tag with no request";
@@ -376,11 +389,12 @@ TEST_F(CopyQueueTest, DeadQueueReadsEndOfFileAndRefusesWrites) {
 
 } // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     ::testing::InitGoogleTest(&argc, argv);
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
-        if (a.rfind("--transport=", 0) == 0) g_transport = a.substr(12);
+        if (a.rfind("--transport=", 0) == 0)
+            g_transport = a.substr(12);
     }
     if (::access(USERBLK_CONTROL_PATH, F_OK) != 0) {
         std::printf("SKIP: %s is missing (load userblk.ko first)\n", USERBLK_CONTROL_PATH);

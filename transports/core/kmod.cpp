@@ -247,6 +247,7 @@ KmodTransport::~KmodTransport() {
 }
 
 void KmodTransport::describe(Capabilities& caps) const {
+    caps.set("kind", "userblk");
     caps.set("kernel", "userblk");
     caps.set("mode", mode_name(mode_));
     caps.set_number("mode_number", static_cast<std::uint64_t>(mode_));
@@ -260,7 +261,10 @@ void KmodTransport::describe(Capabilities& caps) const {
     describe_mode(caps);
 }
 
-Status KmodTransport::create(const DeviceConfig& cfg, Backend& backend) {
+Status KmodTransport::create(const DeviceConfig& cfg, Backend* backend) {
+    if (backend == nullptr) {
+        return Status::from_errno(EINVAL, name_ + ": create failed", "a backend is required");
+    }
     if (created_) {
         return Status::from_errno(EBUSY, name_ + ": create failed", "this object has a device");
     }
@@ -277,7 +281,7 @@ Status KmodTransport::create(const DeviceConfig& cfg, Backend& backend) {
     info_.id = uc.dev_id;
     info_.path = disk_path(uc.dev_id);
 
-    Status st = open_queues(backend);
+    Status st = open_queues(*backend);
     if (!st.ok()) {
         Status undo = destroy();
         if (!undo.ok()) {

@@ -89,7 +89,7 @@ public:
     ~KmodTransport() override;
 
     void describe(Capabilities& caps) const final;
-    Status create(const DeviceConfig& cfg, Backend& backend) final;
+    Status create(const DeviceConfig& cfg, Backend* backend) final;
     Status serve(std::stop_token stop, const ReadyFn& ready) final;
     Status destroy() final;
     [[nodiscard]] DeviceInfo info() const final { return info_; }

@@ -7,6 +7,7 @@
 
 #include "backends/backends.h"
 #include "copy/copy.h"
+#include "reference/reference.h"
 
 namespace userblk {
 
@@ -15,6 +16,8 @@ namespace {
 // clang-format off
 const std::array kTransports = {
     TransportEntry{"copy", "read()/write() on the queue fd; data copied by the kernel in the same syscalls", &make_copy_transport},
+    TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
+    TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
 };
 
 const std::array kBackends = {

@@ -27,8 +27,9 @@ public:
 
     /// Appends key=value capability lines for `userblk --dump-transport` (after name=). Required.
     virtual void describe(Capabilities& caps) const = 0;
-    /// Creates the device for cfg, to be served by backend; not yet visible or served. Required.
-    virtual Status create(const DeviceConfig& cfg, Backend& backend) = 0;
+    /// Creates the device for cfg, to be served by backend (nullptr exactly when needs_backend()
+    /// is false); not yet visible or served. Required.
+    virtual Status create(const DeviceConfig& cfg, Backend* backend) = 0;
     /// Serves every queue, one thread per queue, makes the device visible, calls ready, and returns
     /// once the device is dead or stop is requested and all threads are joined. Required.
     virtual Status serve(std::stop_token stop, const ReadyFn& ready) = 0;
@@ -39,6 +40,9 @@ public:
     [[nodiscard]] virtual DeviceInfo info() const;
     /// Per-queue statistics, after create(). Optional: default none (nullptr).
     [[nodiscard]] virtual const DeviceStats* stats() const;
+    /// Whether requests are served by a Backend; false for kernel-only reference devices.
+    /// Optional: default true.
+    [[nodiscard]] virtual bool needs_backend() const { return true; }
 };
 
 } // namespace userblk
