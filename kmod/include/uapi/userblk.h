@@ -75,7 +75,10 @@ enum userblk_state {
 
 /*
  * ADD_DEV (in/out) and GET_INFO (dev_id and abi_version in, rest out).
- * A zero timeout_ms or max_io_bytes selects the module's default.
+ * A zero timeout_ms or max_io_bytes selects the module's default; ADD_DEV
+ * writes the whole structure back with the values in force. Besides the
+ * limits above: logical_block_size <= PAGE_SIZE, max_io_bytes >= PAGE_SIZE,
+ * size <= LLONG_MAX.
  */
 struct userblk_dev_config {
 	__u32 abi_version;		/* in: USERBLK_ABI_VERSION */
@@ -150,7 +153,8 @@ struct userblk_io_cpl {
  * The copy transport (USERBLK_MODE_COPY).
  *
  * read(qfd, buf, n) blocks until at least one request is pending (or
- * returns EAGAIN with O_NONBLOCK), then fills buf with as many entries as
+ * returns EAGAIN with O_NONBLOCK), also before START_DEV, so queue threads
+ * can wait before the disk appears; then it fills buf with as many entries as
  * fit: each entry is a struct userblk_io_desc, followed for a WRITE by its
  * len bytes of data. n must be at least USERBLK_COPY_MIN_READ(max_io_bytes).
  *
@@ -165,7 +169,8 @@ struct userblk_io_cpl {
  * request will ever come) and write() fails with ENODEV; every request
  * still outstanding has been failed with an I/O error. poll() reports
  * POLLIN while requests are pending and POLLHUP once the device is dead.
- * Entry sizes are multiples of 8 bytes.
+ * Entries are packed without padding; since len is a multiple of the logical
+ * block size, every entry stays 8-byte aligned.
  */
 #define USERBLK_COPY_MIN_READ(max_io_bytes) \
 	(sizeof(struct userblk_io_desc) + (max_io_bytes))
