@@ -60,6 +60,7 @@ static DEFINE_IDR(userblk_idr);
 
 static const struct userblk_transport *userblk_transports[] = {
 	&userblk_copy_transport,
+	&userblk_ring_transport,
 };
 
 static const struct userblk_transport *userblk_find_transport(u32 mode)
@@ -74,7 +75,7 @@ static const struct userblk_transport *userblk_find_transport(u32 mode)
 
 /* ---- requests ---------------------------------------------------------- */
 
-static u8 userblk_op(struct request *rq)
+u8 userblk_op(struct request *rq)
 {
 	switch (req_op(rq)) {
 	case REQ_OP_READ:
@@ -92,6 +93,16 @@ static u8 userblk_op(struct request *rq)
 	}
 }
 
+/* An operation the daemon knows, with no more data than a slot holds. */
+bool userblk_op_supported(struct userblk_queue *q, struct request *rq)
+{
+	if (unlikely(userblk_op(rq) == U8_MAX))
+		return false;
+	return likely(blk_rq_bytes(rq) <= q->dev->cfg.max_io_bytes ||
+		      req_op(rq) == REQ_OP_DISCARD ||
+		      req_op(rq) == REQ_OP_WRITE_ZEROES);
+}
+
 /* The common queue_rq of transports that keep a pending list. */
 blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 			      const struct blk_mq_queue_data *bd)
@@ -100,12 +111,8 @@ blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 	struct request *rq = bd->rq;
 	struct userblk_cmd *cmd = userblk_cmd(rq);
 
-	if (unlikely(userblk_op(rq) == U8_MAX))
+	if (unlikely(!userblk_op_supported(q, rq)))
 		return BLK_STS_NOTSUPP;
-	if (unlikely(blk_rq_bytes(rq) > q->dev->cfg.max_io_bytes &&
-		     req_op(rq) != REQ_OP_DISCARD &&
-		     req_op(rq) != REQ_OP_WRITE_ZEROES))
-		return BLK_STS_IOERR;
 
 	blk_mq_start_request(rq);
 	spin_lock(&q->lock);
@@ -146,6 +153,18 @@ static void userblk_end(struct request *rq, int result)
 	blk_mq_end_request(rq, result ? errno_to_blk_status(result) : BLK_STS_OK);
 }
 
+/* Fill desc for rq, whose gen the caller has bumped. */
+void userblk_describe(struct request *rq, struct userblk_io_desc *desc)
+{
+	desc->tag = rq->tag;
+	desc->op = userblk_op(rq);
+	desc->flags = (rq->cmd_flags & REQ_FUA) ? USERBLK_IO_F_FUA : 0;
+	desc->gen = userblk_cmd(rq)->gen;
+	desc->offset = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+	desc->len = req_op(rq) == REQ_OP_FLUSH ? 0 : blk_rq_bytes(rq);
+	desc->reserved = 0;
+}
+
 /*
  * Take the oldest pending request whose entry fits in room bytes, mark it OUT
  * and describe it in desc. Returns NULL when none is pending or the oldest
@@ -173,13 +192,7 @@ struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
 	cmd->gen++;
 	spin_unlock(&q->lock);
 
-	desc->tag = rq->tag;
-	desc->op = userblk_op(rq);
-	desc->flags = (rq->cmd_flags & REQ_FUA) ? USERBLK_IO_F_FUA : 0;
-	desc->gen = cmd->gen;
-	desc->offset = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
-	desc->len = req_op(rq) == REQ_OP_FLUSH ? 0 : blk_rq_bytes(rq);
-	desc->reserved = 0;
+	userblk_describe(rq, desc);
 	return rq;
 
 out_none:
@@ -401,8 +414,11 @@ static void userblk_dev_release(struct kref *ref)
 	if (dev->disk)
 		put_disk(dev->disk);
 	blk_mq_free_tag_set(&dev->tag_set);
-	for (i = 0; i < dev->cfg.nr_queues; i++)
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		if (dev->tr->exit_queue)
+			dev->tr->exit_queue(&dev->queues[i]);
 		kfree(dev->queues[i].rqs);
+	}
 	kfree(dev);
 }
 
@@ -568,6 +584,11 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 			ret = -ENOMEM;
 			goto out_free_queues;
 		}
+		if (tr->init_queue) {
+			ret = tr->init_queue(q);
+			if (ret)
+				goto out_free_queues;
+		}
 	}
 
 	dev->tag_set.ops = tr->mq_ops;
@@ -625,8 +646,11 @@ out_put_disk:
 out_free_tag_set:
 	blk_mq_free_tag_set(&dev->tag_set);
 out_free_queues:
-	for (i = 0; i < cfg.nr_queues; i++)
+	for (i = 0; i < cfg.nr_queues; i++) {
+		if (tr->exit_queue)
+			tr->exit_queue(&dev->queues[i]);
 		kfree(dev->queues[i].rqs);
+	}
 	kfree(dev);
 	return ret;
 }

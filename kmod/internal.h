@@ -54,6 +54,7 @@ struct userblk_queue {
 	bool attached;			/* a queue fd is open */
 	u64 rejected;			/* answers refused as invalid */
 	u64 timeouts;
+	void *priv;			/* the transport's per-queue state */
 };
 
 struct userblk_transport {
@@ -61,6 +62,9 @@ struct userblk_transport {
 	u32 mode;					/* USERBLK_MODE_* */
 	const struct blk_mq_ops *mq_ops;
 	const struct file_operations *fops;		/* of the queue fd */
+	/* Optional: set up q->priv at ADD_DEV, free it with the device. */
+	int (*init_queue)(struct userblk_queue *q);
+	void (*exit_queue)(struct userblk_queue *q);
 };
 
 struct userblk_dev {
@@ -99,6 +103,9 @@ void userblk_unclaim(struct userblk_queue *q, struct request *rq);
 void userblk_finish(struct userblk_queue *q, struct request *rq, int result);
 int userblk_check_cpl(struct userblk_queue *q, const struct userblk_io_cpl *cpl);
 
+bool userblk_op_supported(struct userblk_queue *q, struct request *rq);
+u8 userblk_op(struct request *rq);
+void userblk_describe(struct request *rq, struct userblk_io_desc *desc);
 int userblk_copy_to_user(struct request *rq, void __user *dst);
 int userblk_copy_from_user(struct request *rq, const void __user *src);
 
@@ -121,5 +128,6 @@ static inline bool userblk_has_data_in(struct request *rq)
 
 /* The transports. */
 extern const struct userblk_transport userblk_copy_transport;
+extern const struct userblk_transport userblk_ring_transport;
 
 #endif /* USERBLK_INTERNAL_H */

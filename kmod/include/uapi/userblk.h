@@ -175,4 +175,65 @@ struct userblk_io_cpl {
 #define USERBLK_COPY_MIN_READ(max_io_bytes) \
 	(sizeof(struct userblk_io_desc) + (max_io_bytes))
 
+/*
+ * The ring transport (USERBLK_MODE_RING).
+ *
+ * Each queue fd maps one shared area: mmap(NULL, layout.map_size,
+ * PROT_READ | PROT_WRITE, MAP_SHARED, qfd, 0), with the offsets of
+ * USERBLK_IOC_RING_LAYOUT (an ioctl on the queue fd). It holds
+ *   - the indices (struct userblk_ring_indices at indices_off),
+ *   - the submission ring: sq_entries struct userblk_io_desc at sq_off,
+ *     produced by the kernel (sq_tail) and consumed by the daemon (sq_head),
+ *   - the completion ring: cq_entries struct userblk_io_cpl at cq_off,
+ *     produced by the daemon (cq_tail) and consumed by the kernel (cq_head),
+ *   - one data buffer of buf_size bytes per tag at buf_off + tag * buf_size.
+ * Indices run freely and wrap at 2^32; an entry's slot is index & (entries - 1).
+ * Each side publishes its index with a store-release after writing the
+ * entries and reads the other side's with a load-acquire.
+ *
+ * The kernel copies a WRITE's data into the tag's buffer before it
+ * publishes the request, and a READ's data out of it when it takes the
+ * completion. USERBLK_IOC_RING_ENTER takes every published completion and,
+ * with USERBLK_RING_ENTER_WAIT, then sleeps until a request is pending or the
+ * device dies. It returns the number of requests published and not yet
+ * consumed, or fails with ENODEV once the device is dead (no request will
+ * come; everything outstanding has been failed). poll() reports POLLIN while
+ * requests are pending and POLLHUP once the device is dead.
+ *
+ * The kernel trusts nothing in the mapping: it keeps its own copies of the
+ * indices it produces, reads the daemon's once, and rejects (and counts in
+ * rejected) an index out of range or a completion whose tag, gen, result or
+ * state is wrong.
+ */
+struct userblk_ring_indices {
+	__u32 sq_head;			/* daemon: next request to consume */
+	__u32 pad0[15];			/* own cache line */
+	__u32 sq_tail;			/* kernel: next request slot to fill */
+	__u32 pad1[15];
+	__u32 cq_head;			/* kernel: next completion to take */
+	__u32 pad2[15];
+	__u32 cq_tail;			/* daemon: next completion slot to fill */
+	__u32 pad3[15];
+	__u64 rejected;			/* kernel: entries and indices refused */
+	__u64 pad4[7];
+};
+
+struct userblk_ring_layout {
+	__u32 sq_entries;		/* a power of two >= queue_depth */
+	__u32 cq_entries;		/* a power of two >= queue_depth */
+	__u64 indices_off;
+	__u64 sq_off;
+	__u64 cq_off;
+	__u64 buf_off;			/* page aligned */
+	__u32 buf_size;			/* max_io_bytes rounded up to a page */
+	__u32 nr_bufs;			/* queue_depth */
+	__u64 map_size;
+	__u64 reserved[2];
+};
+
+#define USERBLK_RING_ENTER_WAIT		(1U << 0)
+
+#define USERBLK_IOC_RING_LAYOUT	_IOR(USERBLK_IOC_MAGIC, 0x10, struct userblk_ring_layout)
+#define USERBLK_IOC_RING_ENTER	_IO(USERBLK_IOC_MAGIC, 0x11)	/* arg: USERBLK_RING_ENTER_* */
+
 #endif /* _UAPI_USERBLK_H */

@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The ring transport: per queue, one area shared with the daemon by mmap
+ * holds a submission ring, a completion ring and a data buffer per tag.
+ * queue_rq copies a write's data into its tag's buffer and publishes the
+ * request; USERBLK_IOC_RING_ENTER takes the daemon's completions (copying a
+ * read's data out of the buffer) and waits for more requests, so one
+ * syscall serves a batch in both directions. Nothing in the shared area is
+ * trusted: see include/uapi/userblk.h.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/fs.h>
+#include <linux/log2.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/poll.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#include "internal.h"
+
+/* A queue's area may not exceed this: depth * max I/O is the bulk of it. */
+#define RING_MAX_MAP_SIZE	(256UL << 20)
+
+struct ring_queue {
+	void *area;			/* vmalloc_user, mapped by the daemon */
+	struct userblk_ring_layout layout;
+	struct userblk_ring_indices *idx;
+	struct userblk_io_desc *sq;
+	struct userblk_io_cpl *cq;
+	u8 *bufs;
+	u32 sq_tail;			/* ours; the shared copy is for the daemon */
+	u32 cq_head;			/* ours, under reap_lock */
+	struct mutex reap_lock;
+};
+
+static struct ring_queue *ring_of(struct userblk_queue *q)
+{
+	return q->priv;
+}
+
+static u8 *ring_buf(struct ring_queue *r, unsigned int tag)
+{
+	return r->bufs + (size_t)tag * r->layout.buf_size;
+}
+
+static int ring_init_queue(struct userblk_queue *q)
+{
+	const struct userblk_dev_config *c = &q->dev->cfg;
+	struct userblk_ring_layout *l;
+	struct ring_queue *r;
+	u64 size;
+
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	l = &r->layout;
+	l->sq_entries = roundup_pow_of_two(c->queue_depth);
+	l->cq_entries = l->sq_entries;
+	l->indices_off = 0;
+	l->sq_off = ALIGN(sizeof(struct userblk_ring_indices), SMP_CACHE_BYTES);
+	l->cq_off = ALIGN(l->sq_off + (u64)l->sq_entries * sizeof(struct userblk_io_desc),
+			  SMP_CACHE_BYTES);
+	l->buf_off = PAGE_ALIGN(l->cq_off + (u64)l->cq_entries * sizeof(struct userblk_io_cpl));
+	l->buf_size = PAGE_ALIGN(c->max_io_bytes);
+	l->nr_bufs = c->queue_depth;
+	size = l->buf_off + (u64)l->nr_bufs * l->buf_size;
+	if (size > RING_MAX_MAP_SIZE) {
+		pr_warn_ratelimited("ADD_DEV: a ring queue of depth %u and max I/O %u needs %llu MiB, more than %lu: lower the depth or the max I/O\n",
+				    c->queue_depth, c->max_io_bytes, size >> 20,
+				    RING_MAX_MAP_SIZE >> 20);
+		kfree(r);
+		return -E2BIG;
+	}
+	l->map_size = size;
+	r->area = vmalloc_user(size);
+	if (!r->area) {
+		kfree(r);
+		return -ENOMEM;
+	}
+	r->idx = r->area;
+	r->sq = r->area + l->sq_off;
+	r->cq = r->area + l->cq_off;
+	r->bufs = r->area + l->buf_off;
+	mutex_init(&r->reap_lock);
+	q->priv = r;
+	return 0;
+}
+
+static void ring_exit_queue(struct userblk_queue *q)
+{
+	struct ring_queue *r = ring_of(q);
+
+	if (!r)
+		return;
+	vfree(r->area);
+	kfree(r);
+	q->priv = NULL;
+}
+
+static void ring_count_reject(struct userblk_queue *q, struct ring_queue *r)
+{
+	WRITE_ONCE(r->idx->rejected, q->rejected);
+}
+
+/* Requests published and not yet consumed; 0 if the daemon's head lies. */
+static u32 ring_sq_pending(struct ring_queue *r)
+{
+	u32 n = READ_ONCE(r->sq_tail) - READ_ONCE(r->idx->sq_head);
+
+	return n <= r->layout.sq_entries ? n : 0;
+}
+
+static void ring_copy_from_rq(struct request *rq, u8 *dst)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		memcpy_from_bvec(dst, &bv);
+		dst += bv.bv_len;
+	}
+}
+
+static void ring_copy_to_rq(struct request *rq, const u8 *src)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		memcpy_to_bvec(&bv, src);
+		src += bv.bv_len;
+	}
+}
+
+static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
+				  const struct blk_mq_queue_data *bd)
+{
+	struct userblk_queue *q = hctx->driver_data;
+	struct ring_queue *r = ring_of(q);
+	struct request *rq = bd->rq;
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+	u32 head;
+
+	if (unlikely(!userblk_op_supported(q, rq)))
+		return BLK_STS_NOTSUPP;
+
+	blk_mq_start_request(rq);
+	/* The tag's buffer is this request's until it completes. */
+	if (userblk_has_data_out(rq))
+		ring_copy_from_rq(rq, ring_buf(r, rq->tag));
+
+	spin_lock(&q->lock);
+	if (unlikely(q->dead)) {
+		spin_unlock(&q->lock);
+		return BLK_STS_IOERR;
+	}
+	/* Pairs with the daemon's release of sq_head: its reads of the slot are done. */
+	head = smp_load_acquire(&r->idx->sq_head);
+	if (unlikely(r->sq_tail - head >= r->layout.sq_entries)) {
+		/* At most depth requests are out: a full ring is a lying head. */
+		userblk_reject(q, "submission head %u is out of range (tail %u)",
+			       head, r->sq_tail);
+		ring_count_reject(q, r);
+		spin_unlock(&q->lock);
+		return BLK_STS_IOERR;
+	}
+	cmd->gen++;
+	cmd->state = USERBLK_CMD_DISPATCHED;
+	q->rqs[rq->tag] = rq;
+	userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
+	r->sq_tail++;
+	/* The entry and a write's data are visible before the new tail. */
+	smp_store_release(&r->idx->sq_tail, r->sq_tail);
+	spin_unlock(&q->lock);
+
+	if (bd->last && wq_has_sleeper(&q->wait))
+		wake_up(&q->wait);
+	return BLK_STS_OK;
+}
+
+static void ring_commit_rqs(struct blk_mq_hw_ctx *hctx)
+{
+	struct userblk_queue *q = hctx->driver_data;
+
+	if (wq_has_sleeper(&q->wait))
+		wake_up(&q->wait);
+}
+
+/* Take every completion the daemon published. */
+static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
+{
+	u32 tail, mask = r->layout.cq_entries - 1;
+	int ret = 0;
+
+	mutex_lock(&r->reap_lock);
+	/* Pairs with the daemon's release of cq_tail: its entries are visible. */
+	tail = smp_load_acquire(&r->idx->cq_tail);
+	if (tail - r->cq_head > r->layout.cq_entries) {
+		userblk_reject(q, "completion tail %u is out of range (head %u)",
+			       tail, r->cq_head);
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	while (r->cq_head != tail) {
+		struct userblk_io_cpl cpl;
+		struct request *rq;
+
+		/* One read of the entry: the daemon may change it meanwhile. */
+		memcpy(&cpl, &r->cq[r->cq_head & mask], sizeof(cpl));
+		/* Validate the copy, never the shared entry. */
+		barrier();
+		r->cq_head++;
+		if (userblk_check_cpl(q, &cpl))
+			continue;
+		rq = userblk_claim(q, &cpl);
+		if (!rq)
+			continue;
+		if (userblk_has_data_in(rq) && cpl.result == 0)
+			ring_copy_to_rq(rq, ring_buf(r, rq->tag));
+		userblk_finish(q, rq, cpl.result);
+	}
+	/* Our reads of the slots are done before the daemon may reuse them. */
+	smp_store_release(&r->idx->cq_head, r->cq_head);
+out_unlock:
+	ring_count_reject(q, r);
+	mutex_unlock(&r->reap_lock);
+	return ret;
+}
+
+static long ring_enter(struct userblk_queue *q, unsigned long flags)
+{
+	struct ring_queue *r = ring_of(q);
+	int ret;
+
+	if (flags & ~USERBLK_RING_ENTER_WAIT)
+		return -EINVAL;
+	ret = ring_reap(q, r);
+	if (ret)
+		return ret;
+	if (flags & USERBLK_RING_ENTER_WAIT) {
+		ret = wait_event_interruptible(q->wait, ring_sq_pending(r) ||
+					       READ_ONCE(q->dead));
+		if (ret)
+			return ret;
+	}
+	if (READ_ONCE(q->dead))
+		return -ENODEV;
+	return ring_sq_pending(r);
+}
+
+static long ring_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct userblk_queue *q = file->private_data;
+
+	switch (cmd) {
+	case USERBLK_IOC_RING_ENTER:
+		return ring_enter(q, arg);
+	case USERBLK_IOC_RING_LAYOUT:
+		if (copy_to_user((void __user *)arg, &ring_of(q)->layout,
+				 sizeof(struct userblk_ring_layout)))
+			return -EFAULT;
+		return 0;
+	default:
+		return -ENOTTY;
+	}
+}
+
+static int ring_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct userblk_queue *q = file->private_data;
+	struct ring_queue *r = ring_of(q);
+
+	if (vma->vm_pgoff || vma->vm_end - vma->vm_start != r->layout.map_size)
+		return -EINVAL;
+	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
+	return remap_vmalloc_range(vma, r->area, 0);
+}
+
+static __poll_t ring_poll(struct file *file, struct poll_table_struct *wait)
+{
+	struct userblk_queue *q = file->private_data;
+	__poll_t mask = 0;
+
+	poll_wait(file, &q->wait, wait);
+	if (ring_sq_pending(ring_of(q)))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(q->dead))
+		mask |= EPOLLIN | EPOLLRDNORM | EPOLLHUP;
+	return mask;
+}
+
+static const struct file_operations ring_fops = {
+	.owner		= THIS_MODULE,
+	.unlocked_ioctl	= ring_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.mmap		= ring_mmap,
+	.poll		= ring_poll,
+	.release	= userblk_queue_release,
+	.llseek		= noop_llseek,
+};
+
+static const struct blk_mq_ops ring_mq_ops = {
+	.queue_rq	= ring_queue_rq,
+	.commit_rqs	= ring_commit_rqs,
+	.timeout	= userblk_timeout,
+	.init_hctx	= userblk_init_hctx,
+};
+
+const struct userblk_transport userblk_ring_transport = {
+	.name		= "ring",
+	.mode		= USERBLK_MODE_RING,
+	.mq_ops		= &ring_mq_ops,
+	.fops		= &ring_fops,
+	.init_queue	= ring_init_queue,
+	.exit_queue	= ring_exit_queue,
+};
