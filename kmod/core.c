@@ -301,6 +301,15 @@ void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
 	userblk_end(rq, result);
 }
 
+static void userblk_abort_all(struct userblk_dev *dev);
+
+/*
+ * A request the daemon did not answer in time fails, and so does the device:
+ * a daemon that late may still act on requests the kernel gave up on (write
+ * old data over newer, or fill a tag's buffer after the tag was reused), so
+ * nothing it does afterwards may be taken. NBD shuts its socket for the same
+ * reason.
+ */
 enum blk_eh_timer_return userblk_timeout(struct request *rq)
 {
 	struct userblk_queue *q = rq->mq_hctx->driver_data;
@@ -316,10 +325,12 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 		q->rqs[rq->tag] = NULL;
 		q->timeouts++;
 		spin_unlock(&q->lock);
-		pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms\n",
+		pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
 				    q->dev->id, q->id, rq->tag,
 				    q->dev->cfg.timeout_ms);
 		blk_mq_end_request(rq, BLK_STS_TIMEOUT);
+		WRITE_ONCE(q->dev->state, USERBLK_STATE_DEAD);
+		userblk_abort_all(q->dev);
 		return BLK_EH_DONE;
 	case USERBLK_CMD_OUT:
 	case USERBLK_CMD_IN:
@@ -438,16 +449,20 @@ static const struct block_device_operations userblk_bdev_ops = {
 };
 
 /* Stop I/O for good: everything outstanding and everything later fails. */
-static void userblk_kill(struct userblk_dev *dev)
+static void userblk_abort_all(struct userblk_dev *dev)
 {
 	unsigned int i;
 
-	lockdep_assert_held(&userblk_ctl_mutex);
-	if (dev->state == USERBLK_STATE_DEAD)
-		return;
-	dev->state = USERBLK_STATE_DEAD;
 	for (i = 0; i < dev->cfg.nr_queues; i++)
 		userblk_abort_queue(&dev->queues[i]);
+}
+
+static void userblk_kill(struct userblk_dev *dev)
+{
+	lockdep_assert_held(&userblk_ctl_mutex);
+	/* Idempotent: a timeout may have killed it already. */
+	WRITE_ONCE(dev->state, USERBLK_STATE_DEAD);
+	userblk_abort_all(dev);
 }
 
 int userblk_queue_release(struct inode *inode, struct file *file)

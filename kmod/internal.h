@@ -52,7 +52,7 @@ struct userblk_queue {
 	wait_queue_head_t wait;		/* daemon waits here for requests */
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
-	u64 rejected;			/* answers refused as invalid */
+	atomic64_t rejected;		/* answers refused as invalid */
 	u64 timeouts;
 	void *priv;			/* the transport's per-queue state */
 };
@@ -121,7 +121,7 @@ static inline bool userblk_has_data_in(struct request *rq)
 
 #define userblk_reject(q, fmt, ...)					\
 	do {								\
-		(q)->rejected++;					\
+		atomic64_inc(&(q)->rejected);				\
 		pr_warn_ratelimited("dev %u queue %u: " fmt "\n",	\
 				    (q)->dev->id, (q)->id, ##__VA_ARGS__); \
 	} while (0)

@@ -102,7 +102,7 @@ static void ring_exit_queue(struct userblk_queue *q)
 
 static void ring_count_reject(struct userblk_queue *q, struct ring_queue *r)
 {
-	WRITE_ONCE(r->idx->rejected, q->rejected);
+	WRITE_ONCE(r->idx->rejected, atomic64_read(&q->rejected));
 }
 
 /* Requests published and not yet consumed; 0 if the daemon's head lies. */

@@ -24,11 +24,16 @@
  *   ENOTCONN   START_DEV: not every queue has a daemon (an open queue fd)
  *   EBUSY      START_DEV twice; OPEN_QUEUE of a queue already open
  *   ESHUTDOWN  OPEN_QUEUE of a dead device: delete it and add a new one
+ *   E2BIG      ADD_DEV in ring mode: a queue's shared area (rings plus
+ *              queue_depth buffers of max_io_bytes) is larger than the
+ *              module allows (256 MiB): lower the depth or the max I/O
  *
  * A device dies when STOP_DEV or DEL_DEV is called, or when any queue fd of
  * a live device is closed (its daemon exited): everything outstanding fails
  * with an I/O error at once and every later request fails fast. A request
- * whose daemon does not answer within timeout_ms fails with a timeout.
+ * the daemon does not answer within timeout_ms fails with a timeout and
+ * kills the device the same way: a daemon that late may still act on
+ * requests the kernel gave up on, so nothing it does afterwards is taken.
  */
 #ifndef _UAPI_USERBLK_H
 #define _UAPI_USERBLK_H
