@@ -1,5 +1,6 @@
 // userblk: create, list and delete userblk devices, and serve them (the daemon).
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -36,6 +37,8 @@ using namespace userblk;
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+/// --poll-us beyond a second is a typo, not a polling budget.
+constexpr std::uint32_t kMaxPollUs = 1000000;
 
 /// Prints "userblk: <message>" on stderr and returns code.
 int fail(int code, const std::string& message) {
@@ -57,6 +60,7 @@ struct AddOptions {
     std::uint32_t timeout_ms = 0;
     std::string features;
     std::optional<std::uint32_t> id;
+    std::string poll_us = "0";
     bool daemon = false;
     std::string stats_json;
     std::string pid_file;
@@ -452,6 +456,17 @@ std::optional<std::uint32_t> parse_u32_size(const std::string& text) {
     return static_cast<std::uint32_t>(*v);
 }
 
+/// A --poll-us value: decimal digits, at most kMaxPollUs.
+std::optional<std::uint32_t> parse_poll_us(const std::string& text) {
+    std::uint32_t v = 0;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, v);
+    if (text.empty() || ec != std::errc() || ptr != end || v > kMaxPollUs) {
+        return std::nullopt;
+    }
+    return v;
+}
+
 int cmd_add(const AddOptions& o) {
     Launch launch;
     launch.transport = find_transport(o.transport);
@@ -471,6 +486,17 @@ int cmd_add(const AddOptions& o) {
     } else if (launch.backend = find_backend(o.backend); launch.backend == nullptr) {
         return fail(kExitUsage,
                     "unknown backend '" + o.backend + "'; valid backends: " + backend_names());
+    }
+    auto poll_us = parse_poll_us(o.poll_us);
+    if (!poll_us) {
+        return fail(kExitUsage, "invalid --poll-us '" + o.poll_us +
+                                    "': expected a whole number of microseconds from 0 to " +
+                                    std::to_string(kMaxPollUs));
+    }
+    if (*poll_us != 0 && !transport_polls(*launch.transport)) {
+        return fail(kExitUsage, "--poll-us: the " + std::string(launch.transport->name) +
+                                    " transport does not poll; transports that poll: " +
+                                    polling_transport_names());
     }
     const char* kSizeHelp = "expected a number of bytes with an optional K, M, G or T suffix";
     auto size = parse_size(o.size);
@@ -499,6 +525,7 @@ int cmd_add(const AddOptions& o) {
     launch.cfg.timeout_ms = o.timeout_ms;
     launch.cfg.features = *features;
     launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
+    launch.cfg.poll_us = *poll_us;
     // The daemon changes to /: make paths absolute first.
     std::error_code ec;
     if (!o.stats_json.empty()) {
@@ -628,6 +655,11 @@ int run(int argc, char** argv) {
                     "Comma-separated: flush, discard, write-zeroes, read-only")
         ->option_text("LIST");
     add->add_option("--id", add_opts.id, "Wanted device id (default: any free one)")
+        ->option_text("N");
+    add->add_option("--poll-us", add_opts.poll_us,
+                    "Busy-poll: spin up to N microseconds on the queue before sleeping, for "
+                    "transports that poll (polling=1 in --dump-transport); 0: never")
+        ->capture_default_str()
         ->option_text("N");
     add->add_flag("--daemon", add_opts.daemon,
                   "Serve in the background: print \"<id> <path>\" and exit 0 once the daemon "

@@ -152,6 +152,53 @@ TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
                      "write-zeroes, read-only\n");
 }
 
+TEST(Cli, PollUsIsAUsageErrorForATransportThatDoesNotPoll) {
+    CliRun r =
+        run({"add", "--transport", "copy", "--backend", "ram", "--size", "1M", "--poll-us", "5"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.err, "userblk: --poll-us: the copy transport does not poll; transports that "
+                     "poll: " +
+                         userblk::polling_transport_names() + "\n");
+    EXPECT_NE(r.err.find("ring"), std::string::npos) << r.err;
+    // 0 means never: accepted everywhere, so the command goes on to the kernel.
+    if (!module_loaded()) {
+        CliRun zero = run(
+            {"add", "--transport", "copy", "--backend", "ram", "--size", "1M", "--poll-us", "0"});
+        EXPECT_EQ(zero.code, 1);
+        EXPECT_EQ(zero.err, kNoModule);
+    }
+}
+
+TEST(Cli, PollUsMustBeAMicrosecondCountUpToASecond) {
+    for (const char* bad : {"-1", "abc", "1000001", "5s"}) {
+        CliRun r = run(
+            {"add", "--transport", "ring", "--backend", "ram", "--size", "1M", "--poll-us", bad});
+        EXPECT_EQ(r.code, 2) << bad;
+        EXPECT_NE(r.err.find("--poll-us"), std::string::npos) << bad << ": " << r.err;
+    }
+    if (module_loaded()) {
+        GTEST_SKIP() << "/dev/userblk-control exists: a valid --poll-us would create a device";
+    }
+    for (const char* good : {"1", "1000000"}) {
+        CliRun r = run(
+            {"add", "--transport", "ring", "--backend", "ram", "--size", "1M", "--poll-us", good});
+        EXPECT_EQ(r.code, 1) << good << " was not accepted: " << r.err;
+        EXPECT_EQ(r.err, kNoModule) << good;
+    }
+}
+
+TEST(Cli, RingDescribesItsLayoutWakeUpsAndPolling) {
+    CliRun r = run({"--dump-transport", "ring"});
+    EXPECT_EQ(r.code, 0);
+    for (const char* line : {"\nmode=ring\n", "\npolling=1\n", "\nsyscalls_per_batch=1\n",
+                             "\nallocations_per_request=0\n",
+                             "\nlayout=", "\nwake_up=", "\ndata_path=", "\nqueue_memory="}) {
+        EXPECT_NE(r.out.find(line), std::string::npos) << line << " missing from\n" << r.out;
+    }
+    CliRun c = run({"--dump-transport", "copy"});
+    EXPECT_NE(c.out.find("\npolling=0\n"), std::string::npos) << c.out;
+}
+
 TEST(Cli, MissingArgumentsAreUsageErrors) {
     EXPECT_EQ(run({}).code, 2);
     EXPECT_EQ(run({"add", "--transport", "copy"}).code, 2);

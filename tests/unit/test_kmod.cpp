@@ -124,6 +124,12 @@ TEST(ExplainAddDev, OtherErrnos) {
     EXPECT_EQ(explain({.size = 1 << 20}, EPERM), "run as root (CAP_SYS_ADMIN)");
     EXPECT_EQ(explain({.size = 1 << 20}, ENOMEM), "");
     EXPECT_EQ(explain({.size = 1 << 20}), ""); // a valid config: the kernel's own reason
+    EXPECT_EQ(explain({.size = 1 << 20}, E2BIG), "") << "only a ring queue has a size limit";
+    EXPECT_EQ(
+        explain_add_dev(E2BIG, to_uapi({.size = 1 << 20, .queue_depth = 1024}, USERBLK_MODE_RING)),
+        "a ring queue's shared area holds a buffer of max I/O (the module's default) per "
+        "tag; depth 1024 of them exceed the module's limit (see the kernel log): lower "
+        "--depth or --max-io");
 }
 
 TEST(KmodTransport, CreateWithoutTheModuleFailsClearly) {

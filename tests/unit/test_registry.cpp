@@ -1,5 +1,6 @@
 // The registries: lookups by name, and every entry can describe itself and be made.
 #include <set>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -73,10 +74,23 @@ TEST(Registry, EveryTransportDescribesItself) {
 
 TEST(Registry, KmodTransportsNameTheirMode) {
     // For the userblk transports the registry name is the kmod mode.
-    Capabilities caps = describe_transport(*find_transport("copy"));
-    EXPECT_EQ(caps.get("mode"), "copy");
-    EXPECT_EQ(caps.get("mode_number"), std::to_string(USERBLK_MODE_COPY));
-    EXPECT_EQ(caps.get("kernel"), "userblk");
+    for (auto [name, mode] : {std::pair{"copy", USERBLK_MODE_COPY}, {"ring", USERBLK_MODE_RING}}) {
+        const TransportEntry* t = find_transport(name);
+        ASSERT_NE(t, nullptr) << name;
+        Capabilities caps = describe_transport(*t);
+        EXPECT_EQ(caps.get("mode"), name);
+        EXPECT_EQ(caps.get("mode_number"), std::to_string(mode));
+        EXPECT_EQ(caps.get("kernel"), "userblk");
+    }
+}
+
+TEST(Registry, PollingIsReadFromTheCapabilities) {
+    EXPECT_TRUE(transport_polls(*find_transport("ring")));
+    EXPECT_FALSE(transport_polls(*find_transport("copy")));
+    EXPECT_FALSE(transport_polls(*find_transport("null_blk")));
+    std::string names = polling_transport_names();
+    EXPECT_NE(names.find("ring"), std::string::npos) << names;
+    EXPECT_EQ(names.find("copy"), std::string::npos) << names;
 }
 
 TEST(Registry, EveryBackendDescribesItself) {

@@ -14,8 +14,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -223,10 +225,33 @@ TEST_F(ControlTest, BadIdsAndStatesAreRejected) {
     added_.clear();
 }
 
+// Direct 4 KiB I/O on a device, run on another thread while the test serves it.
+constexpr size_t kIoBlock = 4096;
+
+std::future<ssize_t> io_async(const std::string& path, bool write, off_t off, void* buf) {
+    return std::async(std::launch::async, [path, write, off, buf] {
+        int fd = ::open(path.c_str(), (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+        if (fd < 0)
+            return (ssize_t)-errno;
+        ssize_t r = write ? ::pwrite(fd, buf, kIoBlock, off) : ::pread(fd, buf, kIoBlock, off);
+        if (r < 0)
+            r = -errno;
+        ::close(fd);
+        return r;
+    });
+}
+
+// Waits up to 2 s for a device node.
+bool wait_for_path(const std::string& path) {
+    for (int i = 0; i < 200 && ::access(path.c_str(), F_OK) != 0; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return ::access(path.c_str(), F_OK) == 0;
+}
+
 // A live device whose only queue this test serves by hand.
 class CopyQueueTest : public ControlTest {
 protected:
-    static constexpr size_t kBlock = 4096;
+    static constexpr size_t kBlock = kIoBlock;
     void SetUp() override {
         if (mode_of(g_transport) != USERBLK_MODE_COPY)
             GTEST_SKIP() << "queue-fd format of " << g_transport << " is not the copy format";
@@ -237,24 +262,13 @@ protected:
         ASSERT_GE(q_.get(), 0);
         ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), 0);
         path_ = std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(cfg_.dev_id);
-        for (int i = 0; i < 200 && ::access(path_.c_str(), F_OK) != 0; i++)
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        ASSERT_EQ(::access(path_.c_str(), F_OK), 0) << path_ << " did not appear";
+        ASSERT_TRUE(wait_for_path(path_)) << path_ << " did not appear";
         buf_.resize(USERBLK_COPY_MIN_READ(cfg_.max_io_bytes) * 2);
     }
 
     // Start a direct 4 KiB read of the device at off, served by the test.
     std::future<ssize_t> read_async(off_t off, void* dst) {
-        return std::async(std::launch::async, [this, off, dst] {
-            int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-            if (fd < 0)
-                return (ssize_t)-errno;
-            ssize_t r = ::pread(fd, dst, kBlock, off);
-            if (r < 0)
-                r = -errno;
-            ::close(fd);
-            return r;
-        });
+        return io_async(path_, false, off, dst);
     }
 
     // Read one request descriptor from the queue fd.
@@ -382,6 +396,319 @@ TEST_F(CopyQueueTest, DeadQueueReadsEndOfFileAndRefusesWrites) {
     EXPECT_EQ(::read(q_.get(), buf_.data(), buf_.size()), 0);
     userblk_io_cpl c{};
     EXPECT_EQ(write_raw(&c, sizeof(c)), -ENODEV);
+    pollfd p{q_.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 0), 1);
+    EXPECT_TRUE(p.revents & POLLHUP);
+}
+
+// A live ring device whose only queue this test serves by hand, through the mapping.
+class RingQueueTest : public ControlTest {
+protected:
+    static constexpr size_t kBlock = kIoBlock;
+
+    void SetUp() override {
+        if (mode_of(g_transport) != USERBLK_MODE_RING)
+            GTEST_SKIP() << "the shared rings of ring are not the queue-fd format of "
+                         << g_transport;
+        ControlTest::SetUp();
+        cfg_ = good_config(USERBLK_MODE_RING);
+        ASSERT_EQ(add(cfg_), 0);
+        q_ = Fd(open_queue(cfg_.dev_id, 0));
+        ASSERT_GE(q_.get(), 0);
+        ASSERT_EQ(xioctl(q_.get(), USERBLK_IOC_RING_LAYOUT, &l_), 0);
+        void* p = ::mmap(nullptr, l_.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, q_.get(), 0);
+        ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+        area_ = static_cast<char*>(p);
+        sq_head_ = idx()->sq_head;
+        cq_tail_ = idx()->cq_tail;
+        ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), 0);
+        path_ = std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(cfg_.dev_id);
+        ASSERT_TRUE(wait_for_path(path_)) << path_ << " did not appear";
+    }
+
+    void TearDown() override {
+        unmap();
+        ControlTest::TearDown();
+    }
+
+    void unmap() {
+        if (area_ != nullptr)
+            ::munmap(area_, l_.map_size);
+        area_ = nullptr;
+    }
+
+    userblk_ring_indices* idx() {
+        return reinterpret_cast<userblk_ring_indices*>(area_ + l_.indices_off);
+    }
+    static uint32_t load(uint32_t& v) { return std::atomic_ref(v).load(std::memory_order_acquire); }
+    static void store(uint32_t& v, uint32_t x) {
+        std::atomic_ref(v).store(x, std::memory_order_release);
+    }
+    uint64_t rejected() { return std::atomic_ref(idx()->rejected).load(std::memory_order_relaxed); }
+    char* buf(uint16_t tag) { return area_ + l_.buf_off + (size_t)tag * l_.buf_size; }
+
+    long enter(unsigned long flags) { return xioctl(q_.get(), USERBLK_IOC_RING_ENTER, flags); }
+
+    // Waits for a request (poll), takes it from the submission ring, frees its slot.
+    userblk_io_desc next_request() {
+        pollfd p{q_.get(), POLLIN, 0};
+        EXPECT_EQ(::poll(&p, 1, 10000), 1) << "no request within 10 s";
+        userblk_io_desc d{};
+        EXPECT_NE(load(idx()->sq_tail), sq_head_) << "POLLIN with an empty submission ring";
+        auto* sq = reinterpret_cast<userblk_io_desc*>(area_ + l_.sq_off);
+        std::memcpy(&d, &sq[sq_head_ & (l_.sq_entries - 1)], sizeof(d));
+        store(idx()->sq_head, ++sq_head_);
+        return d;
+    }
+
+    // Writes one completion, publishes it and hands it over: RING_ENTER(0)'s result.
+    long post(const userblk_io_cpl& c) {
+        auto* cq = reinterpret_cast<userblk_io_cpl*>(area_ + l_.cq_off);
+        std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &c, sizeof(c));
+        store(idx()->cq_tail, ++cq_tail_);
+        return enter(0);
+    }
+
+    static userblk_io_cpl answer(const userblk_io_desc& d, int32_t result = 0) {
+        userblk_io_cpl c{};
+        c.tag = d.tag;
+        c.gen = d.gen;
+        c.result = result;
+        return c;
+    }
+
+    userblk_dev_config cfg_{};
+    userblk_ring_layout l_{};
+    Fd q_;
+    char* area_ = nullptr;
+    uint32_t sq_head_ = 0;
+    uint32_t cq_tail_ = 0;
+    std::string path_;
+};
+
+TEST_F(RingQueueTest, LayoutIsTheDocumentedOneAndMmapTakesItExactly) {
+    const uint64_t page = (uint64_t)::sysconf(_SC_PAGESIZE);
+    auto align = [](uint64_t v, uint64_t a) { return (v + a - 1) / a * a; };
+    const uint64_t e = 4; // depth 4 is a power of two already
+    EXPECT_EQ(l_.sq_entries, e);
+    EXPECT_EQ(l_.cq_entries, e);
+    EXPECT_EQ(l_.nr_bufs, cfg_.queue_depth);
+    EXPECT_EQ(l_.buf_size, align(cfg_.max_io_bytes, page));
+    EXPECT_EQ(l_.buf_off % page, 0u);
+    // The formula `userblk --dump-transport ring` prints as queue_memory.
+    EXPECT_EQ(l_.map_size,
+              align(align(sizeof(userblk_ring_indices) + e * sizeof(userblk_io_desc), 64) +
+                        e * sizeof(userblk_io_cpl),
+                    page) +
+                  cfg_.queue_depth * align(cfg_.max_io_bytes, page));
+    EXPECT_EQ(l_.reserved[0] | l_.reserved[1], 0u);
+
+    struct Case {
+        const char* what;
+        uint64_t len;
+        off_t off;
+    } cases[] = {
+        {"a page short", l_.map_size - page, 0},
+        {"a page more", l_.map_size + page, 0},
+        {"one page", page, 0},
+        {"at offset one page", l_.map_size, (off_t)page},
+        {"at offset one page, a page short", l_.map_size - page, (off_t)page},
+    };
+    for (const auto& c : cases) {
+        void* p = ::mmap(nullptr, c.len, PROT_READ | PROT_WRITE, MAP_SHARED, q_.get(), c.off);
+        EXPECT_EQ(p, MAP_FAILED) << c.what;
+        EXPECT_EQ(errno, EINVAL) << c.what;
+        if (p != MAP_FAILED)
+            ::munmap(p, c.len);
+    }
+    EXPECT_EQ(xioctl(q_.get(), USERBLK_IOC_RING_LAYOUT, g_bad_ptr), -EFAULT);
+    EXPECT_EQ(xioctl(q_.get(), _IO(USERBLK_IOC_MAGIC, 0x12), 0), -ENOTTY);
+    // The copy transport's read() and write() are not the ring's.
+    char b[64];
+    EXPECT_EQ(::read(q_.get(), b, sizeof(b)), -1);
+    EXPECT_EQ(::write(q_.get(), b, sizeof(b)), -1);
+}
+
+TEST_F(RingQueueTest, AnAreaBeyondTheModulesLimitIsRefusedWithE2big) {
+    userblk_dev_config big = good_config(USERBLK_MODE_RING);
+    big.queue_depth = USERBLK_MAX_DEPTH;
+    big.max_io_bytes = USERBLK_MAX_IO_BYTES; // 1 GiB of buffers per queue
+    EXPECT_EQ(add_expect_error(big), -E2BIG);
+    userblk_dev_config deep = good_config(USERBLK_MODE_RING);
+    deep.queue_depth = USERBLK_MAX_DEPTH;
+    deep.max_io_bytes = 4096; // 4 MiB of buffers: fine
+    EXPECT_EQ(add(deep), 0);
+}
+
+TEST_F(RingQueueTest, EnterRejectsUnknownFlags) {
+    uint64_t before = rejected();
+    for (unsigned long flags : {2ul, 1ul | 2ul, 1ul << 31, ~0ul}) {
+        // With WAIT among them it must not sleep: the flags are refused first.
+        EXPECT_EQ(enter(flags), -EINVAL) << std::hex << flags;
+    }
+    EXPECT_EQ(enter(0), 0) << "nothing is pending";
+    EXPECT_EQ(rejected(), before) << "bad flags are the caller's mistake, not a refused entry";
+}
+
+TEST_F(RingQueueTest, WaitingEnterReturnsWhenARequestArrives) {
+    auto waiter = std::async(std::launch::async, [this] { return enter(USERBLK_RING_ENTER_WAIT); });
+    EXPECT_EQ(waiter.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+        << "RING_ENTER(WAIT) returned with nothing pending";
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    ASSERT_EQ(waiter.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_EQ(waiter.get(), 1) << "one request pending";
+    userblk_io_desc d = next_request();
+    std::memset(buf(d.tag), 0x5a, kBlock);
+    ASSERT_EQ(post(answer(d)), 0);
+    ASSERT_EQ(io.get(), (ssize_t)kBlock);
+    EXPECT_EQ(dst.data[kBlock - 1], 0x5a);
+}
+
+TEST_F(RingQueueTest, WriteDataIsInTheBufferWhenTheRequestIsPublished) {
+    AlignedBlock src;
+    for (size_t i = 0; i < kBlock; i++)
+        src.data[i] = char(i * 13 + 1);
+    auto io = io_async(path_, true, 12288, src.data);
+    userblk_io_desc d = next_request();
+    ASSERT_EQ(d.op, USERBLK_OP_WRITE);
+    ASSERT_EQ(d.offset, 12288u);
+    ASSERT_EQ(d.len, kBlock);
+    ASSERT_LT(d.tag, cfg_.queue_depth);
+    EXPECT_EQ(std::memcmp(buf(d.tag), src.data, kBlock), 0);
+    ASSERT_EQ(post(answer(d, -ENOSPC)), 0);
+    EXPECT_EQ(io.get(), -ENOSPC) << "the error result reaches the writer";
+}
+
+TEST_F(RingQueueTest, WrongCompletionsAreRejectedAndTheRightOneStillWorks) {
+    AlignedBlock dst;
+    std::memset(dst.data, 0, kBlock);
+    auto io = io_async(path_, false, 8192, dst.data);
+    userblk_io_desc d = next_request();
+    ASSERT_EQ(d.op, USERBLK_OP_READ);
+    ASSERT_EQ(d.offset, 8192u);
+    ASSERT_EQ(d.len, kBlock);
+    for (size_t i = 0; i < kBlock; i++)
+        buf(d.tag)[i] = char(i * 7 + 3);
+
+    struct Case {
+        const char* what;
+        void (*mutate)(userblk_io_cpl&, uint32_t depth);
+    } cases[] = {
+        {"tag == depth", [](userblk_io_cpl& c, uint32_t depth) { c.tag = uint16_t(depth); }},
+        {"tag 0xffff", [](userblk_io_cpl& c, uint32_t) { c.tag = 0xffff; }},
+        {"a tag with no request",
+         [](userblk_io_cpl& c, uint32_t depth) { c.tag = uint16_t((c.tag + 1) % depth); }},
+        {"stale gen", [](userblk_io_cpl& c, uint32_t) { c.gen -= 1; }},
+        {"future gen", [](userblk_io_cpl& c, uint32_t) { c.gen += 1; }},
+        {"result 1", [](userblk_io_cpl& c, uint32_t) { c.result = 1; }},
+        {"result below -MAX_ERRNO", [](userblk_io_cpl& c, uint32_t) { c.result = -5000; }},
+        {"reserved0", [](userblk_io_cpl& c, uint32_t) { c.reserved0 = 1; }},
+        {"reserved1", [](userblk_io_cpl& c, uint32_t) { c.reserved1 = 0x80000000u; }},
+    };
+    for (const auto& k : cases) {
+        userblk_io_cpl c = answer(d);
+        k.mutate(c, cfg_.queue_depth);
+        uint64_t before = rejected();
+        EXPECT_EQ(post(c), 0) << k.what << ": RING_ENTER takes a refused entry and goes on";
+        EXPECT_EQ(rejected(), before + 1) << k.what;
+    }
+    EXPECT_EQ(io.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+        << "a rejected answer completed the read";
+    uint64_t before = rejected();
+    ASSERT_EQ(post(answer(d)), 0);
+    ASSERT_EQ(io.get(), (ssize_t)kBlock);
+    EXPECT_EQ(std::memcmp(dst.data, buf(d.tag), kBlock), 0);
+    EXPECT_EQ(dst.data[1], char(10));
+    EXPECT_EQ(rejected(), before);
+    EXPECT_EQ(post(answer(d)), 0);
+    EXPECT_EQ(rejected(), before + 1) << "the same answer twice";
+}
+
+TEST_F(RingQueueTest, ACompletionTailFarAheadIsRefusedUntilItIsSane) {
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 4096, dst.data);
+    userblk_io_desc d = next_request();
+    std::memset(buf(d.tag), 0x42, kBlock);
+    auto* cq = reinterpret_cast<userblk_io_cpl*>(area_ + l_.cq_off);
+    userblk_io_cpl good = answer(d);
+    std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &good, sizeof(good));
+    for (uint32_t lie : {cq_tail_ + l_.cq_entries + 1, cq_tail_ + 0x80000000u, cq_tail_ - 1}) {
+        uint64_t before = rejected();
+        store(idx()->cq_tail, lie);
+        EXPECT_EQ(enter(0), -EINVAL) << lie;
+        EXPECT_EQ(enter(USERBLK_RING_ENTER_WAIT), -EINVAL) << lie << ": WAIT must not sleep";
+        EXPECT_EQ(rejected(), before + 2) << lie;
+        EXPECT_EQ(load(idx()->cq_head), cq_tail_) << "nothing was taken";
+    }
+    EXPECT_EQ(io.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+    store(idx()->cq_tail, cq_tail_); // back to sane: the answer is published properly
+    ASSERT_EQ(post(good), 0);
+    ASSERT_EQ(io.get(), (ssize_t)kBlock);
+    EXPECT_EQ(dst.data[0], 0x42);
+}
+
+TEST_F(RingQueueTest, ALyingSubmissionHeadFailsNewRequestsWithEio) {
+    uint32_t tail = load(idx()->sq_tail);
+    uint64_t before = rejected();
+    store(idx()->sq_head, tail + 5); // beyond anything the kernel published
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+        << "a request hangs behind a lying submission head";
+    EXPECT_EQ(io.get(), -EIO);
+    EXPECT_GT(rejected(), before);
+    EXPECT_EQ(load(idx()->sq_tail), tail) << "nothing was published";
+    pollfd p{q_.get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "a lying head makes nothing pending";
+
+    store(idx()->sq_head, sq_head_); // the truth again: the device serves as before
+    auto again = io_async(path_, false, 0, dst.data);
+    userblk_io_desc d = next_request();
+    std::memset(buf(d.tag), 0x17, kBlock);
+    ASSERT_EQ(post(answer(d)), 0);
+    ASSERT_EQ(again.get(), (ssize_t)kBlock);
+    EXPECT_EQ(dst.data[100], 0x17);
+}
+
+TEST_F(RingQueueTest, ClosingTheQueueFailsOutstandingIoAtOnce) {
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    (void)next_request();
+    // The mapping holds the queue's file as the fd does: the daemon is gone when both are, as
+    // when a daemon exits.
+    q_.reset();
+    auto t0 = std::chrono::steady_clock::now();
+    unmap();
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    EXPECT_EQ(io.get(), -EIO);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    auto again = io_async(path_, false, 0, dst.data);
+    ASSERT_EQ(again.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    EXPECT_EQ(again.get(), -EIO);
+    userblk_dev_config info{};
+    info.abi_version = USERBLK_ABI_VERSION;
+    info.dev_id = cfg_.dev_id;
+    ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_GET_INFO, &info), 0);
+    EXPECT_EQ(info.state, (uint32_t)USERBLK_STATE_DEAD);
+}
+
+TEST_F(RingQueueTest, AStoppedDeviceFailsEnterWithEnodevAndPollsHup) {
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    userblk_io_desc d = next_request();
+    // The daemon sleeps in RING_ENTER(WAIT) when the device is stopped.
+    auto waiter = std::async(std::launch::async, [this] { return enter(USERBLK_RING_ENTER_WAIT); });
+    EXPECT_EQ(waiter.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+    ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_STOP_DEV, (unsigned long)cfg_.dev_id), 0);
+    ASSERT_EQ(waiter.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    EXPECT_EQ(waiter.get(), -ENODEV);
+    EXPECT_EQ(io.get(), -EIO) << "the outstanding request failed with the stop";
+
+    EXPECT_EQ(enter(USERBLK_RING_ENTER_WAIT), -ENODEV);
+    uint64_t before = rejected();
+    EXPECT_EQ(post(answer(d)), -ENODEV) << "a late answer";
+    EXPECT_EQ(rejected(), before + 1) << "a late answer completes nothing";
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 0), 1);
     EXPECT_TRUE(p.revents & POLLHUP);

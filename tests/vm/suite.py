@@ -160,6 +160,18 @@ class TransportSuite(unittest.TestCase):
     def test_verify_1m_sequential_qd32(self):
         self.verify("write", "1M", 32)
 
+    def test_verify_busy_polling(self):
+        """The busy-poll mode, for transports that have one (polling=1)."""
+        if capabilities(self.transport).get("polling") != "1":
+            self.skipTest(f"{self.transport} does not poll")
+        d = self.daemon(queues=2, depth=64, extra=["--poll-us", "50"])
+        for rw, bs, qd in (("randwrite", "4k", 1), ("randwrite", "4k", 32), ("write", "1M", 4)):
+            fio(f"--filename={d.path}", f"--name=verify-{rw}-{bs}-{qd}", f"--rw={rw}", f"--bs={bs}",
+                f"--iodepth={qd}", "--numjobs=2", "--size=8M", "--offset_increment=32M",
+                "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--group_reporting")
+        self.assertEqual(d.stop(), 0)
+        self.assertTrue(device_gone(d.path), f"{d.path} still exists after SIGTERM")
+
     def test_ext4_files_survive_remount(self):
         d = self.daemon(size="128M")
         mnt = tempfile.mkdtemp(prefix="userblk-ext4-")
@@ -224,10 +236,16 @@ class TransportSuite(unittest.TestCase):
             os.kill(d.proc.pid, signal.SIGCONT)
         self.assertNotEqual(r.returncode, 0, "a read from a stalled daemon succeeded")
         self.assertLess(elapsed, 30, "the request timeout of 2 s did not end the read")
-        # The daemon is alive again and serves new requests.
-        run(["dd", f"if={d.path}", "of=/dev/null", "bs=4k", "count=16", "iflag=direct"],
-            timeout=60)
-        self.assertEqual(d.stop(), 0)
+        # The timeout killed the device: later I/O fails fast, whatever the daemon does now,
+        # and the daemon, woken, finds its device dead and leaves it deleted.
+        t0 = time.monotonic()
+        r = run(["dd", f"if={d.path}", "of=/dev/null", "bs=4k", "count=1", "iflag=direct"],
+                check=False, timeout=60)
+        if os.path.exists(d.path):
+            self.assertNotEqual(r.returncode, 0, "I/O after the timeout succeeded")
+            self.assertLess(time.monotonic() - t0, 5, "I/O after the timeout did not fail fast")
+        self.assertEqual(d.stop(timeout=30), 0)
+        self.assertTrue(device_gone(d.path))
 
     def test_delete_under_load(self):
         d = self.daemon()
@@ -259,9 +277,18 @@ class TransportSuite(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-3000:])
 
 
+def capabilities(transport):
+    """The key=value lines of `userblk --dump-transport`, as a dict."""
+    r = run([USERBLK, "--dump-transport", transport])
+    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+
+
 def transports():
+    """Every registered transport served by a daemon (the kernel-only references have none)."""
     r = run([USERBLK, "--list-transports"])
-    return [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    return [n for n in names
+            if "kind=reference" not in run([USERBLK, "--dump-transport", n]).stdout.splitlines()]
 
 
 def main():

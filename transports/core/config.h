@@ -20,6 +20,7 @@ struct DeviceConfig {
     std::uint32_t timeout_ms = 0;              ///< request timeout; 0 selects the driver's default
     std::uint64_t features = 0;                ///< USERBLK_F_*
     std::uint32_t dev_id = USERBLK_DEV_ID_ANY; ///< wanted id, or any free one
+    std::uint32_t poll_us = 0; ///< busy-poll budget for transports that poll (µs); 0 = never
 };
 
 /// A created device: its identity and the values in force (defaults resolved).

@@ -168,6 +168,13 @@ std::string explain_add_dev(int err, const userblk_dev_config& cfg) {
     if (err == EOPNOTSUPP || err == EPROTONOSUPPORT) {
         return "the loaded userblk.ko does not serve mode " + mode_name(cfg.mode);
     }
+    if (err == E2BIG && cfg.mode == USERBLK_MODE_RING) {
+        return "a ring queue's shared area holds a buffer of max I/O (" +
+               (cfg.max_io_bytes != 0 ? n(cfg.max_io_bytes) + " bytes" : "the module's default") +
+               ") per tag; depth " + n(cfg.queue_depth) +
+               " of them exceed the module's limit (see the kernel log): lower --depth or "
+               "--max-io";
+    }
     if (err != EINVAL) {
         return explain_common(err);
     }
@@ -278,6 +285,7 @@ Status KmodTransport::create(const DeviceConfig& cfg, Backend* backend) {
     }
     control_.emplace(std::move(control).value());
     created_ = true;
+    cfg_ = cfg;
     info_.id = uc.dev_id;
     info_.path = disk_path(uc.dev_id);
 

@@ -82,7 +82,8 @@ public:
 /// The base of every transport served by userblk.ko. create() adds the device in mode and opens
 /// its queues, serve() runs one worker thread per queue and then START_DEV (so requests that
 /// arrive as soon as the disk appears, e.g. udev's probes, are served), stop is STOP_DEV (which
-/// makes every queue read end of file), destroy() is DEL_DEV. A derived transport supplies
+/// ends every queue's loop: read() gives end of file, RING_ENTER fails with ENODEV), destroy() is
+/// DEL_DEV. A derived transport supplies
 /// describe_mode() and make_worker(), and registers a factory in registry.cpp.
 class KmodTransport : public Transport {
 public:
@@ -105,6 +106,8 @@ protected:
     virtual Result<std::unique_ptr<KmodQueueWorker>> make_worker(KmodQueue& q) = 0;
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
+    /// The configuration create() was given (e.g. poll_us), for make_worker().
+    [[nodiscard]] const DeviceConfig& config() const noexcept { return cfg_; }
 
 private:
     struct Queue;
@@ -116,6 +119,7 @@ private:
 
     std::string name_;
     userblk_mode mode_;
+    DeviceConfig cfg_;
     std::optional<ControlDevice> control_;
     DeviceInfo info_;
     std::unique_ptr<DeviceStats> stats_;

@@ -8,6 +8,7 @@
 #include "backends/backends.h"
 #include "copy/copy.h"
 #include "reference/reference.h"
+#include "ring/ring.h"
 
 namespace userblk {
 
@@ -16,6 +17,7 @@ namespace {
 // clang-format off
 const std::array kTransports = {
     TransportEntry{"copy", "read()/write() on the queue fd; data copied by the kernel in the same syscalls", &make_copy_transport},
+    TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
     TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
     TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
 };
@@ -80,6 +82,20 @@ Capabilities describe_transport(const TransportEntry& entry) {
     caps.set("summary", entry.summary);
     entry.make()->describe(caps);
     return caps;
+}
+
+bool transport_polls(const TransportEntry& entry) {
+    return describe_transport(entry).get("polling") == "1";
+}
+
+std::string polling_transport_names() {
+    std::string out;
+    for (const auto& t : kTransports) {
+        if (transport_polls(t)) {
+            out += (out.empty() ? "" : ", ") + std::string(t.name);
+        }
+    }
+    return out.empty() ? "none" : out;
 }
 
 Capabilities describe_backend(const BackendEntry& entry) {

@@ -43,6 +43,13 @@ std::string backend_names();
 
 /// name=, summary=, then the transport's own lines.
 Capabilities describe_transport(const TransportEntry& entry);
+
+/// Whether the transport can busy-poll (its capability polling=1), so DeviceConfig::poll_us
+/// means something to it.
+bool transport_polls(const TransportEntry& entry);
+/// The transports that poll, comma-separated ("none" if there is none), for error messages.
+std::string polling_transport_names();
+
 /// name=, summary=, then the backend's own lines (from an instance of size 0 where it needs one).
 Capabilities describe_backend(const BackendEntry& entry);
 

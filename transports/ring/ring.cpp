@@ -1,0 +1,364 @@
+#include "ring.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/io.h"
+#include "core/log.h"
+
+namespace userblk {
+
+namespace {
+
+constexpr std::uint32_t kMaxNotes = 16;
+
+class RingTransport final : public KmodTransport {
+public:
+    RingTransport() : KmodTransport("ring", USERBLK_MODE_RING) {}
+
+private:
+    void describe_mode(Capabilities& caps) const override {
+        caps.set("requests", "shared submission ring mmap()ed from the queue fd, read in place");
+        caps.set("completions", "shared completion ring; published in batches, handed over by "
+                                "ioctl(RING_ENTER)");
+        caps.set("layout",
+                 "indices (" + std::to_string(sizeof(userblk_ring_indices)) +
+                     " B) | submission ring E x " + std::to_string(sizeof(userblk_io_desc)) +
+                     " B | completion ring E x " + std::to_string(sizeof(userblk_io_cpl)) +
+                     " B | one buffer per tag, page aligned; E = depth rounded up to a "
+                     "power of two (USERBLK_IOC_RING_LAYOUT)");
+        caps.set("wake_up", "ioctl(RING_ENTER, WAIT): hands over the completions published, "
+                            "then sleeps until a request is pending");
+        caps.set_flag("polling", true);
+        caps.set("polling_mode", "--poll-us N: spin on the submission ring up to N us before "
+                                 "sleeping; completions are still handed over by RING_ENTER(0)");
+        caps.set("data_path", "per-tag buffers in the shared mapping: the backend reads and "
+                              "writes them in place, the kernel copies them to and from the bio "
+                              "pages (one copy)");
+        caps.set_flag("batching", true);
+        caps.set_flag("zero_copy", false);
+        caps.set_number("allocations_per_request", 0);
+        caps.set_number("syscalls_per_batch", 1);
+        caps.set("syscalls_per_request_qd1", "1 (RING_ENTER WAIT, which sleeps; with --poll-us "
+                                             "RING_ENTER 0, which does not)");
+        caps.set("queue_memory", "map_size = PAGE_ALIGN(ALIGN(320 + E*24, 64) + E*16) + depth * "
+                                 "PAGE_ALIGN(max_io_bytes), shared with the kernel; plus E*24 B "
+                                 "for the daemon's copy of a batch");
+    }
+
+    Result<std::unique_ptr<KmodQueueWorker>> make_worker(KmodQueue& q) override {
+        auto worker = ring::RingQueue::create(q, config().poll_us);
+        if (!worker.ok()) {
+            return worker.status();
+        }
+        return std::unique_ptr<KmodQueueWorker>(std::move(worker).value());
+    }
+};
+
+/// RING_ENTER on the queue fd.
+class FdKernel final : public ring::RingKernel {
+public:
+    explicit FdKernel(int fd) : fd_(fd) {}
+    long enter(unsigned flags) noexcept override {
+        int r = ::ioctl(fd_, USERBLK_IOC_RING_ENTER, static_cast<unsigned long>(flags));
+        return r < 0 ? -errno : r;
+    }
+
+private:
+    int fd_;
+};
+
+/// A pause between two looks at the submission ring while spinning.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+} // namespace
+
+std::unique_ptr<Transport> make_ring_transport() {
+    return std::make_unique<RingTransport>();
+}
+
+namespace ring {
+
+Result<std::unique_ptr<RingQueue>> RingQueue::create(KmodQueue& q, std::uint32_t poll_us) {
+    const std::string what = "ring: queue " + std::to_string(q.id);
+    userblk_ring_layout l{};
+    if (::ioctl(q.fd, USERBLK_IOC_RING_LAYOUT, &l) < 0) {
+        int err = errno;
+        return Status::from_errno(err, what + ": RING_LAYOUT failed",
+                                  err == ENOTTY ? "the queue is not a ring queue: userblk.ko and "
+                                                  "this program differ in version"
+                                                : "");
+    }
+    // Checked before mmap: map_size must be what the kernel maps, the rest is checked again.
+    std::string why = layout_problem(l, q.device.queue_depth, q.device.max_io_bytes,
+                                     static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+    if (!why.empty()) {
+        return Status::from_errno(EPROTO, what + ": the kernel's ring layout is unusable", why);
+    }
+    auto area = Mapping::shared(q.fd, static_cast<std::size_t>(l.map_size), 0,
+                                PROT_READ | PROT_WRITE, what);
+    if (!area.ok()) {
+        return area.status();
+    }
+    return attach(q, std::move(area).value(), l, std::make_unique<FdKernel>(q.fd), poll_us);
+}
+
+Result<std::unique_ptr<RingQueue>> RingQueue::attach(KmodQueue& q, Mapping area,
+                                                     const userblk_ring_layout& l,
+                                                     std::unique_ptr<RingKernel> kernel,
+                                                     std::uint32_t poll_us) {
+    const std::string what = "ring: queue " + std::to_string(q.id);
+    std::string why = layout_problem(l, q.device.queue_depth, q.device.max_io_bytes,
+                                     static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+    if (why.empty() && area.size() != l.map_size) {
+        why = "the mapping has " + std::to_string(area.size()) + " bytes, map_size is " +
+              std::to_string(l.map_size);
+    }
+    if (!why.empty()) {
+        return Status::from_errno(EPROTO, what + ": the kernel's ring layout is unusable", why);
+    }
+    SharedRing ring(area.data(), l);
+    if (!in_range(ring.sq_tail(), ring.sq_head(), l.sq_entries) ||
+        !in_range(ring.cq_tail(), ring.cq_head(), l.cq_entries)) {
+        return Status::from_errno(
+            EPROTO, what + ": the ring's indices are inconsistent",
+            "sq " + std::to_string(ring.sq_head()) + ".." + std::to_string(ring.sq_tail()) +
+                ", cq " + std::to_string(ring.cq_head()) + ".." + std::to_string(ring.cq_tail()));
+    }
+    return std::unique_ptr<RingQueue>(
+        new RingQueue(q, std::move(area), l, std::move(kernel), poll_us));
+}
+
+RingQueue::RingQueue(KmodQueue& q, Mapping area, const userblk_ring_layout& l,
+                     std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us)
+    : q_(q), area_(std::move(area)), ring_(area_.data(), l), kernel_(std::move(kernel)),
+      poll_us_(poll_us), sq_head_(ring_.sq_head()), cq_tail_(ring_.cq_tail()),
+      cq_head_seen_(ring_.cq_head()), rejected_base_(ring_.rejected()), batch_(l.sq_entries),
+      last_of_tag_(l.nr_bufs) {}
+
+void RingQueue::note(const char* what, int err, std::uint16_t tag) noexcept {
+    if (notes_ >= kMaxNotes) {
+        return;
+    }
+    ++notes_;
+    const char* text = ::strerrordesc_np(err); // no allocation, unlike strerror's friends
+    log_error("ring: queue %u: %s (tag %u): %s%s", q_.id, what, static_cast<unsigned>(tag),
+              text != nullptr ? text : "unknown error",
+              notes_ == kMaxNotes ? "; further problems on this queue are only counted" : "");
+}
+
+StepStatus RingQueue::fail(int err, const char* what, std::uint32_t got,
+                           std::uint32_t ours) noexcept {
+    q_.stats.protocol_errors.add();
+    try {
+        error_ = Status::from_errno(err, "ring: queue " + std::to_string(q_.id) + ": " + what,
+                                    "kernel index " + std::to_string(got) + ", ours " +
+                                        std::to_string(ours));
+    } catch (...) {
+        error_ = Status::from_errno(err, "ring: a fatal protocol error");
+    }
+    return StepStatus::failed;
+}
+
+long RingQueue::enter(unsigned flags) noexcept {
+    QueueStats& s = q_.stats;
+    long r = kernel_->enter(flags);
+    s.wait_calls.add();
+    if (unhanded_ > 0 && r != -EINVAL) { // EINVAL: the kernel took none of them
+        QueueStats::count_batch(s.completion_batches, unhanded_);
+        unhanded_ = 0;
+    }
+    s.rejected_completions.raise_to(ring_.rejected() - rejected_base_);
+    return r;
+}
+
+int RingQueue::run_request(const userblk_io_desc& d) noexcept {
+    std::span<std::byte> data;
+    if (d.op == USERBLK_OP_READ || d.op == USERBLK_OP_WRITE) {
+        data = ring_.buffer(d.tag).first(d.len); // check_request(): len <= buf_size
+    }
+    int result = execute(q_.backend, q_.backend_queue, d, data);
+    // Request data in the daemon's memory, as for copy: a WRITE's data arrived, a READ's is sent.
+    if (d.op == USERBLK_OP_WRITE || (d.op == USERBLK_OP_READ && result == 0)) {
+        q_.stats.user_data_bytes.add(d.len);
+    }
+    return result;
+}
+
+int RingQueue::refuse_request(const userblk_io_desc& d, EntryCheck why) noexcept {
+    QueueStats& s = q_.stats;
+    s.protocol_errors.add();
+    note(entry_check_name(why), EPROTO, d.tag);
+    if (why == EntryCheck::unknown_op) {
+        return execute(q_.backend, q_.backend_queue, d, {}); // counted as "other": -EOPNOTSUPP
+    }
+    s.count_request(d.op, d.len);
+    s.io_errors.add();
+    return -EIO;
+}
+
+StepStatus RingQueue::push_completion(const userblk_io_desc& d, std::int32_t result) noexcept {
+    const std::uint32_t entries = ring_.cq_entries();
+    if (distance(cq_tail_, cq_head_seen_) >= entries) {
+        cq_head_seen_ = ring_.cq_head();
+        if (!in_range(cq_tail_, cq_head_seen_, entries)) {
+            return fail(EPROTO, "the kernel's completion head is out of range", cq_head_seen_,
+                        cq_tail_);
+        }
+        if (distance(cq_tail_, cq_head_seen_) >= entries) {
+            // Full (answers to timed-out requests are still in it): hand it over to make room.
+            ring_.set_cq_tail(cq_tail_);
+            long r = enter(0);
+            if (r == -ENODEV) {
+                return StepStatus::device_gone;
+            }
+            cq_head_seen_ = ring_.cq_head();
+            if (r < 0 || !in_range(cq_tail_, cq_head_seen_, entries) ||
+                distance(cq_tail_, cq_head_seen_) >= entries) {
+                return fail(r < 0 ? static_cast<int>(-r) : EPROTO,
+                            "the kernel took no completion from a full completion ring",
+                            cq_head_seen_, cq_tail_);
+            }
+        }
+    }
+    userblk_io_cpl c{};
+    c.tag = d.tag;
+    c.gen = d.gen;
+    c.result = result;
+    ring_.put_completion(cq_tail_, c);
+    ++cq_tail_;
+    ++unhanded_;
+    return StepStatus::served;
+}
+
+StepStatus RingQueue::serve_available() noexcept {
+    QueueStats& s = q_.stats;
+    const std::uint32_t tail = ring_.sq_tail();
+    const std::uint32_t n = distance(tail, sq_head_);
+    if (n == 0) {
+        return StepStatus::served;
+    }
+    if (n > ring_.sq_entries()) {
+        return fail(EPROTO, "the kernel's submission tail is more than a ring ahead", tail,
+                    sq_head_);
+    }
+    // Copy the entries out, then free their slots: the kernel may reuse them at once.
+    for (std::uint32_t i = 0; i < n; ++i) {
+        batch_[i] = ring_.request(sq_head_ + i);
+    }
+    sq_head_ = tail;
+    ring_.set_sq_head(sq_head_);
+    QueueStats::count_batch(s.request_batches, n);
+
+    // A tag seen twice in one pass was reused by the kernel: the earlier request timed out (its
+    // answer would be refused as stale) and its buffer now holds the later one's data. Only the
+    // latest entry of a tag runs, so a stale READ cannot overwrite a new WRITE's data.
+    for (std::uint32_t i = 0; i < n; ++i) {
+        if (batch_[i].tag < ring_.nr_bufs()) {
+            last_of_tag_[batch_[i].tag] = i;
+        }
+    }
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const userblk_io_desc& d = batch_[i];
+        EntryCheck check = check_request(d, ring_.nr_bufs(), ring_.buf_size());
+        if (check == EntryCheck::bad_tag) {
+            s.protocol_errors.add(); // no buffer, and no request the kernel could match
+            note(entry_check_name(check), EPROTO, d.tag);
+            continue;
+        }
+        if (last_of_tag_[d.tag] != i) {
+            continue;
+        }
+        int result = check == EntryCheck::ok ? run_request(d) : refuse_request(d, check);
+        StepStatus st = push_completion(d, result);
+        if (st != StepStatus::served) {
+            return st;
+        }
+    }
+    ring_.set_cq_tail(cq_tail_);
+    return StepStatus::served;
+}
+
+bool RingQueue::spin(const std::stop_token& stop) const noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(poll_us_);
+    do {
+        for (int i = 0; i < 16; ++i) {
+            if (ring_.sq_tail() != sq_head_) {
+                return true;
+            }
+            cpu_relax();
+        }
+    } while (std::chrono::steady_clock::now() < deadline && !stop.stop_requested());
+    return ring_.sq_tail() != sq_head_;
+}
+
+// The loop. serve_available() takes every request published, runs it in its buffer, writes the
+// completions and publishes cq_tail, without a syscall; then:
+//
+//   wait mode (poll_us 0):  RING_ENTER(WAIT) hands the completions over and sleeps until the next
+//       request; if one is already pending it returns at once. QD1 costs one syscall per request,
+//       plus a sleep and a wake-up (two context switches); under load one syscall per batch.
+//   poll mode (poll_us N):  completions are handed over at once with RING_ENTER(0), which does
+//       not sleep and returns the requests already pending; then the loop spins on sq_tail for up
+//       to N us and only then sleeps with RING_ENTER(WAIT) (nothing is left to hand over then).
+//       QD1 with requests arriving within N us: one syscall per request and no sleep or wake-up;
+//       an idle queue costs one RING_ENTER(WAIT) per idle period, after N us of spinning.
+//
+// The kernel takes completions only in RING_ENTER, so a completion is never left waiting while
+// the loop spins or sleeps.
+Status RingQueue::run(std::stop_token stop) {
+    while (true) {
+        StepStatus st = serve_available();
+        if (st == StepStatus::device_gone) {
+            return {};
+        }
+        if (st == StepStatus::failed) {
+            return error_;
+        }
+        unsigned flags = USERBLK_RING_ENTER_WAIT;
+        if (poll_us_ != 0) {
+            if (unhanded_ > 0) {
+                flags = 0; // hand the completions over now, without sleeping
+            } else if (spin(stop)) {
+                continue; // a request arrived while spinning
+            }
+        }
+        long r = enter(flags);
+        if (r >= 0) {
+            continue;
+        }
+        if (r == -ENODEV) {
+            return {}; // the device was stopped or deleted: no request will come
+        }
+        if (r == -EINTR) {
+            if (stop.stop_requested()) {
+                return {};
+            }
+            continue;
+        }
+        const std::string what = "ring: RING_ENTER on queue " + std::to_string(q_.id) + " failed";
+        if (r == -EINVAL) {
+            q_.stats.protocol_errors.add();
+            return Status::from_errno(EINVAL, what,
+                                      "the kernel refused the completion tail " +
+                                          std::to_string(cq_tail_) + " (its head " +
+                                          std::to_string(ring_.cq_head()) + ")");
+        }
+        return Status::from_errno(static_cast<int>(-r), what);
+    }
+}
+
+} // namespace ring
+} // namespace userblk

@@ -1,0 +1,107 @@
+// The ring transport (USERBLK_MODE_RING): each queue fd maps one area shared with userblk.ko,
+// holding a submission ring of requests, a completion ring of answers and a data buffer per tag.
+// The backend reads a WRITE's data from, and writes a READ's data into, the tag's buffer in
+// place; the kernel copies between the buffer and the bio pages (the one copy). The only syscall
+// is USERBLK_IOC_RING_ENTER, which hands over every published completion and, with
+// USERBLK_RING_ENTER_WAIT, sleeps until a request is pending: one syscall per batch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stop_token>
+#include <vector>
+
+#include "core/kmod.h"
+#include "core/mapping.h"
+#include "protocol.h"
+
+namespace userblk {
+
+/// The registry's factory.
+std::unique_ptr<Transport> make_ring_transport();
+
+namespace ring {
+
+/// The kernel's side of a queue as the serve loop calls it: RING_ENTER on the queue fd, or a fake
+/// over ordinary memory in the tests.
+class RingKernel {
+public:
+    RingKernel() = default;
+    RingKernel(const RingKernel&) = delete;
+    RingKernel& operator=(const RingKernel&) = delete;
+    virtual ~RingKernel() = default;
+    /// ioctl(qfd, USERBLK_IOC_RING_ENTER, flags): the requests pending (>= 0), or -errno.
+    virtual long enter(unsigned flags) noexcept = 0;
+};
+
+/// What serve_available() came to.
+enum class StepStatus : std::uint8_t {
+    served,      ///< every request published so far was consumed (and answered where possible)
+    device_gone, ///< the device died while the ring was full: stop serving, successfully
+    failed,      ///< the kernel broke the contract (an index out of range); see error()
+};
+
+/// The serve loop of one queue over its mapped area. Everything it needs is allocated here, up
+/// front: nothing is allocated per request.
+class RingQueue final : public KmodQueueWorker {
+public:
+    /// Reads q.fd's layout (USERBLK_IOC_RING_LAYOUT), checks it against q.device and maps the
+    /// area. poll_us > 0 selects busy-polling (see run()).
+    static Result<std::unique_ptr<RingQueue>> create(KmodQueue& q, std::uint32_t poll_us);
+
+    /// Serves an area that is already mapped with layout l through kernel (the tests' fake ring).
+    /// Checks l as create() does, and that the indices in the area are consistent.
+    static Result<std::unique_ptr<RingQueue>> attach(KmodQueue& q, Mapping area,
+                                                     const userblk_ring_layout& l,
+                                                     std::unique_ptr<RingKernel> kernel,
+                                                     std::uint32_t poll_us);
+
+    /// Serves until RING_ENTER fails with ENODEV (the device is dead, e.g. stopped or deleted),
+    /// or a fatal error. See ring.cpp for the loop and its syscalls per request.
+    Status run(std::stop_token stop) override;
+
+    /// One pass without a syscall (unless the completion ring is full): takes every request
+    /// published, runs each on the backend in its buffer, writes the completions and publishes
+    /// cq_tail. They reach the kernel at the next RING_ENTER.
+    StepStatus serve_available() noexcept;
+
+    /// Completions published and not yet handed to the kernel by a RING_ENTER.
+    [[nodiscard]] std::uint32_t unhanded() const noexcept { return unhanded_; }
+    /// Why serve_available() or run() failed.
+    [[nodiscard]] const Status& error() const noexcept { return error_; }
+
+private:
+    RingQueue(KmodQueue& q, Mapping area, const userblk_ring_layout& l,
+              std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us);
+
+    /// RING_ENTER with flags; counts it, the completions it handed over and the kernel's refusals.
+    long enter(unsigned flags) noexcept;
+    /// Spins on sq_tail for up to poll_us_; true if a request arrived.
+    bool spin(const std::stop_token& stop) const noexcept;
+    /// Runs one valid request on the backend, in its buffer; the completion result.
+    int run_request(const userblk_io_desc& d) noexcept;
+    /// Answers a request entry that failed check_request(); the completion result.
+    int refuse_request(const userblk_io_desc& d, EntryCheck why) noexcept;
+    /// Writes one completion, making room first if the ring is full.
+    StepStatus push_completion(const userblk_io_desc& d, std::int32_t result) noexcept;
+    StepStatus fail(int err, const char* what, std::uint32_t got, std::uint32_t ours) noexcept;
+    void note(const char* what, int err, std::uint16_t tag) noexcept;
+
+    KmodQueue& q_;
+    Mapping area_;
+    SharedRing ring_;
+    std::unique_ptr<RingKernel> kernel_;
+    std::uint32_t poll_us_;
+    std::uint32_t sq_head_;      ///< ours; the shared copy is for the kernel
+    std::uint32_t cq_tail_;      ///< ours
+    std::uint32_t cq_head_seen_; ///< the kernel's cq_head when last loaded
+    std::uint32_t unhanded_ = 0;
+    std::uint64_t rejected_base_;            ///< the kernel's count when we attached
+    std::vector<userblk_io_desc> batch_;     ///< sq_entries: the entries of one pass
+    std::vector<std::uint32_t> last_of_tag_; ///< nr_bufs: a tag's latest entry in the pass
+    Status error_;
+    std::uint32_t notes_ = 0; ///< diagnostics printed, capped so a broken kernel cannot flood
+};
+
+} // namespace ring
+} // namespace userblk
