@@ -4,7 +4,9 @@
 # shell), records the exit status in the results share and powers off.
 # The kernel command line passes USERBLK_MODE (run|shell), USERBLK_OUT (the
 # results share, mounted at the same path as on the host) and
-# USERBLK_HUNG_TASK_S to this script's environment.
+# USERBLK_HUNG_TASK_S to this script's environment, and USERBLK_KEEP: host
+# folders (colon-separated) that must stay visible although they lie under a
+# folder the guest mounts its own tmpfs on (a checkout in /tmp, say).
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -33,8 +35,18 @@ ln -sf /proc/self/fd $R/dev/fd
 ln -sf /proc/self/fd/0 $R/dev/stdin
 ln -sf /proc/self/fd/1 $R/dev/stdout
 ln -sf /proc/self/fd/2 $R/dev/stderr
+n=0
+for p in $(echo "$USERBLK_KEEP" | tr ':' ' '); do
+	mkdir -p /keep/$n && mount --bind "$R$p" /keep/$n || die "cannot keep $p"
+	n=$((n + 1))
+done
 for d in dev/shm run tmp var/tmp; do
 	mount -t tmpfs -o mode=1777 tmpfs $R/$d 2>/dev/null
+done
+n=0
+for p in $(echo "$USERBLK_KEEP" | tr ':' ' '); do
+	mkdir -p "$R$p" && mount --bind /keep/$n "$R$p" || die "cannot keep $p"
+	n=$((n + 1))
 done
 mkdir -p $R/run/userblk/kmod
 cp /lib/userblk-kmod/* $R/run/userblk/kmod/ 2>/dev/null

@@ -120,8 +120,28 @@ def choose_accel(opts, kernel):
     return "tcg", verdict
 
 
+# The guest mounts its own tmpfs on these; host folders below them are kept visible.
+GUEST_TMPFS = ("/dev/shm", "/run", "/tmp", "/var/tmp")
+
+
+def _kept_folders():
+    """The project and the current folder, where they lie under a guest tmpfs."""
+    keep = []
+    for path in (TOP, os.getcwd()):
+        path = os.path.realpath(path)
+        if any(path == t or path.startswith(t + "/") for t in GUEST_TMPFS):
+            if any(c.isspace() or c == ":" for c in path):
+                raise RuntimeError(f"{path}: the VM cannot share a folder whose name has "
+                                   "spaces or colons from under " + ", ".join(GUEST_TMPFS))
+            if path not in keep:
+                keep.append(path)
+    return keep
+
+
 def _qemu_argv(opts, kernel, accel, initrd, out_dir, interactive):
+    keep = _kept_folders()
     cmdline = ["console=ttyS1", "loglevel=7", "panic=-1",
+               f"USERBLK_KEEP={':'.join(keep)}" if keep else "",
                *opts.guest_options(),
                f"USERBLK_MODE={'shell' if interactive else 'run'}",
                f"USERBLK_OUT={out_dir}", f"USERBLK_HUNG_TASK_S={opts.hung_task_s}"]
