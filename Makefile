@@ -53,9 +53,24 @@ vm-test: build
 vm-shell: build
 	harness/vm shell
 
-bench:
-	@echo "bench: not implemented yet: the benchmark harness is issue #4 (TRANSPORT=$(TRANSPORT))" >&2
-	@exit 2
+# make bench TRANSPORT=copy [BACKEND=null,ram] [WORKLOADS=quick] [REPS=3] [PLATFORM=auto]
+# (RESUME=results/runs/<run-id> finishes an interrupted run). See harness/bench --help.
+BENCH_ARGS = --platform "$(PLATFORM)" --build "$(BUILD)" \
+	$(if $(BACKEND),--backend "$(BACKEND)") $(if $(WORKLOADS),--workloads "$(WORKLOADS)") \
+	$(if $(REPS),--reps "$(REPS)")
+
+bench: deps build
+	@harness/bench $(if $(RESUME),--resume "$(RESUME)",--transport "$(TRANSPORT)") $(BENCH_ARGS)
+
+# Every transport, the paper set, 5 repetitions unless REPS says otherwise.
+.PHONY: sweep compare
+sweep: deps build
+	@harness/bench --transport all $(BENCH_ARGS) $(if $(WORKLOADS),,--workloads paper) \
+		$(if $(REPS),,--reps 5)
+
+# make compare A=results/runs/<run-id> B=results/runs/<run-id>
+compare:
+	@$(PY) harness/harness compare "$(A)" "$(B)"
 
 checkpatch:
 	$(MAKE) -C kmod KDIR="$(KDIR)" checkpatch

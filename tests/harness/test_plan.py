@@ -1,0 +1,128 @@
+"""Planning a run from the CLI's lists, and bad input that must list the valid choices."""
+
+import argparse
+import os
+import shutil
+import stat
+import tempfile
+import unittest
+
+import helpers  # noqa: F401
+
+from userblk_harness import bench, results
+
+FAKE_CLI = """#!/bin/sh
+# A stand-in for build/userblk's self-descriptions.
+case "$1" in
+--list-transports) printf 'copy\\nring\\nnull_blk\\n' ;;
+--list-backends) printf 'null\\nram\\n' ;;
+--dump-transport)
+	case "$2" in
+	null_blk) printf 'name=null_blk\\nkind=reference\\n' ;;
+	copy|ring) printf 'name=%s\\nkind=userblk\\n' "$2" ;;
+	*) echo "userblk: unknown transport '$2'" >&2; exit 2 ;;
+	esac ;;
+--dump-backend)
+	case "$2" in
+	null) printf 'name=null\\nstorage=none\\n' ;;
+	*) printf 'name=%s\\nstorage=anonymous memory\\n' "$2" ;;
+	esac ;;
+*) exit 2 ;;
+esac
+"""
+
+
+class PlanTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.cli = os.path.join(self.dir, "userblk")
+        with open(self.cli, "w") as f:
+            f.write(FAKE_CLI)
+        os.chmod(self.cli, stat.S_IRWXU)
+
+    def args(self, **kw):
+        ap = argparse.ArgumentParser()
+        bench.add_args(ap)
+        a = ap.parse_args([])
+        a.transport, a.backend, a.workloads, a.reps, a.queues = "copy", "null,ram", "quick", 3, 2
+        for k, v in kw.items():
+            setattr(a, k, v)
+        return a
+
+    def test_default_plan_has_the_references_and_every_cell(self):
+        p = bench.make_plan(self.args(), self.cli)
+        devs = [(d["transport"], d["backend"], d["kind"], d["role"]) for d in p["devices"]]
+        self.assertEqual(devs, [("copy", "null", "userblk", "measured"),
+                                ("copy", "ram", "userblk", "measured"),
+                                ("null_blk", "-", "reference", "reference"),
+                                ("brd", "-", "reference", "reference")])
+        n_w = len(p["workloads"])
+        self.assertEqual(len(p["cells"]), 4 * n_w * 3)
+        self.assertEqual([c["index"] for c in p["cells"]], list(range(1, len(p["cells"]) + 1)))
+        # repetition-major order: every device and workload once before the next repetition
+        self.assertEqual({c["rep"] for c in p["cells"][:4 * n_w]}, {1})
+        stores = {(d["transport"], d["backend"]): d["stores_data"] for d in p["devices"]}
+        self.assertEqual(stores, {("copy", "null"): False, ("copy", "ram"): True,
+                                  ("null_blk", "-"): False, ("brd", "-"): True})
+        self.assertEqual(p["settings"]["size_bytes"], 256 << 20)
+
+    def test_all_and_lists(self):
+        p = bench.make_plan(self.args(transport="all", backend="ram",
+                                      workloads="randread-4k-qd1", reps=1), self.cli)
+        self.assertEqual([(d["transport"], d["backend"]) for d in p["devices"]],
+                         [("copy", "ram"), ("ring", "ram"), ("null_blk", "-"), ("brd", "-")])
+        self.assertEqual(len(p["cells"]), 4)
+
+    def test_unknown_transport_lists_the_valid_ones(self):
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(transport="splice"), self.cli)
+        msg = str(cm.exception)
+        self.assertIn("unknown transport 'splice'", msg)
+        for name in ("copy", "ring", "null_blk", "brd", "all"):
+            self.assertIn(name, msg)
+
+    def test_no_transport_says_how_to_give_one(self):
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(transport=""), self.cli)
+        self.assertIn("TRANSPORT=", str(cm.exception))
+
+    def test_unknown_backend_lists_the_valid_ones(self):
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(backend="ram,disk"), self.cli)
+        self.assertIn("unknown backend 'disk'; valid backends: null, ram", str(cm.exception))
+
+    def test_unknown_workload_lists_the_sets(self):
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(workloads="fast"), self.cli)
+        self.assertIn("quick", str(cm.exception))
+
+    def test_bad_reps_and_size(self):
+        with self.assertRaises(bench.BenchError):
+            bench.make_plan(self.args(reps=0), self.cli)
+        with self.assertRaises(bench.BenchError):
+            bench.make_plan(self.args(size="lots"), self.cli)
+
+    def test_missing_cli_is_an_error_that_says_make_build(self):
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(), os.path.join(self.dir, "nope"))
+        self.assertIn("make build", str(cm.exception))
+
+    def test_missing_tool_names_its_package(self):
+        old = bench.TOOLS
+        bench.TOOLS = {"surely-not-installed-tool": "some-package"}
+        try:
+            with self.assertRaises(bench.BenchError) as cm:
+                bench.check_tools("native")
+            self.assertIn("surely-not-installed-tool (Debian package some-package)",
+                          str(cm.exception))
+        finally:
+            bench.TOOLS = old
+
+    def test_cell_directories(self):
+        d = results.cell_dir("/r", "null_blk", "-", "randread-4k-qd1", 2)
+        self.assertEqual(d, "/r/cells/null_blk/none/randread-4k-qd1/rep2")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,69 @@
+"""The table and the figure of a summary."""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import unittest
+
+import helpers  # noqa: F401
+from test_summary import cells, plan
+
+from userblk_harness import report, results
+
+
+class TableTest(unittest.TestCase):
+    def setUp(self):
+        self.rows = results.summarize(plan(), cells(), platform="vm", accel="tcg")
+
+    def test_rows_ratios_and_failures(self):
+        summary = {"run_id": "r1", "platform": "vm", "accel": "tcg",
+                   "cells": results.count_status(cells())}
+        meta = {"platform": {"kernel": "6.1.0-test"}, "tools": {"fio_version": "fio-3.33"},
+                "settings": {"reps": 3}}
+        text = report.table(self.rows, meta, summary)
+        lines = text.splitlines()
+        self.assertIn("run r1", lines[0])
+        self.assertIn("vm/tcg", lines[0])
+        self.assertIn("fio-3.33", lines[0])
+        self.assertTrue(any(ln.startswith("randread-4k-qd1  copy") for ln in lines))
+        copy = next(ln for ln in lines if "copy" in ln and "randread" in ln)
+        self.assertIn("11.0k", copy)
+        self.assertIn("(10.0k-12.0k)", copy)
+        self.assertIn("0.26x", copy)
+        self.assertIn("FAILED: userblk add failed (exit 2): unknown transport", text)
+        self.assertIn("SKIPPED", text)
+        self.assertIn("[2/3 reps ok]", text)
+        self.assertIn("null_blk", text)
+        self.assertIn("brd", text)
+
+
+class FigureTest(unittest.TestCase):
+    def setUp(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.skipTest("matplotlib is missing (Debian package python3-matplotlib)")
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+
+    def digest(self, rows, name):
+        path = os.path.join(self.dir, name)
+        report.figure(rows, path, "userblk test | vm/tcg | fio-3.33")
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertNotIn(b"Software", data)
+        return hashlib.sha256(data).hexdigest()
+
+    def test_png_is_deterministic(self):
+        rows = results.summarize(plan(), cells(), platform="vm", accel="tcg")
+        self.assertEqual(self.digest(rows, "a.png"), self.digest(rows, "b.png"))
+
+    def test_without_null_blk_numbers_falls_back_to_absolute_iops(self):
+        rows = [r for r in results.summarize(plan(), cells()) if r["transport"] != "null_blk"]
+        self.digest(rows, "c.png")
+
+
+if __name__ == "__main__":
+    unittest.main()
