@@ -142,6 +142,23 @@ def iso(t=None):
 
 # --- planning ------------------------------------------------------------------------------
 
+def parse_variant(entry):
+    """A TRANSPORT entry "ring:poll-us=50" -> ("ring", ["--poll-us", "50"]).
+
+    A variant measures one transport with `userblk add` options of its own; the whole entry
+    stays its name in the results, so "ring" and "ring:poll-us=50" are separate rows.
+    """
+    base, *opts = entry.split(":")
+    args = []
+    for o in opts:
+        key, eq, value = o.partition("=")
+        if not eq or not key or not value:
+            raise BenchError(f"transport variant {entry!r}: options are NAME:OPTION=VALUE, "
+                             "e.g. ring:poll-us=50")
+        args += [f"--{key}", value]
+    return base, args
+
+
 def split_list(text):
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
@@ -174,7 +191,7 @@ def make_plan(a, cli):
     if wanted == ["all"]:
         wanted = list(transports)
     for t in wanted:
-        if t not in valid:
+        if parse_variant(t)[0] not in valid:
             raise BenchError(f"unknown transport {t!r}; valid transports: "
                              f"{', '.join(valid)} (or all)")
     want_b = split_list(a.backend) or list(DEFAULT_BACKENDS)
@@ -197,12 +214,14 @@ def make_plan(a, cli):
     bdesc = {b: describe(cli, "backend", b) for b in want_b}
     devices = []
     for t in [t for t in wanted if t not in refs] + refs:
-        tdesc = describe(cli, "transport", t)
-        kind = transport_kind(t, tdesc)
+        base, options = parse_variant(t)
+        tdesc = describe(cli, "transport", base)
+        kind = transport_kind(base, tdesc)
         role = "measured" if t in wanted else "reference"
         for b in ([results.NO_BACKEND] if kind == "reference" else want_b):
-            devices.append({"transport": t, "backend": b, "kind": kind, "role": role,
-                            "stores_data": stores_data(t, kind, b, tdesc, bdesc.get(b, {}))})
+            devices.append({"transport": t, "base": base, "options": options, "backend": b,
+                            "kind": kind, "role": role,
+                            "stores_data": stores_data(base, kind, b, tdesc, bdesc.get(b, {}))})
 
     cells = []
     for rep in range(1, a.reps + 1):

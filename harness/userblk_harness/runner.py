@@ -107,7 +107,8 @@ class Device:
         self.kind = dev.get("kind", "userblk")
         self.has_stats = self.kind != "reference"
         self.stats_path = os.path.join(workdir, "stats.json")
-        self.argv = [cli, "add", "--transport", dev["transport"]]
+        self.argv = [cli, "add", "--transport", dev.get("base", dev["transport"]),
+                     *dev.get("options", [])]
         if dev["backend"] != results.NO_BACKEND:
             self.argv += ["--backend", dev["backend"]]
         self.argv += ["--size", settings["size"], "--queues", str(settings["queues"]),

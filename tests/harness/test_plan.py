@@ -82,6 +82,16 @@ class PlanTest(unittest.TestCase):
         for name in ("copy", "ring", "null_blk", "brd", "all"):
             self.assertIn(name, msg)
 
+    def test_variants_keep_their_name_and_pass_their_options(self):
+        p = bench.make_plan(self.args(transport="ring,ring:poll-us=50", backend="null",
+                                      workloads="randread-4k-qd1", reps=1), self.cli)
+        devs = [(d["transport"], d["base"], d["options"]) for d in p["devices"]][:2]
+        self.assertEqual(devs, [("ring", "ring", []),
+                                ("ring:poll-us=50", "ring", ["--poll-us", "50"])])
+        for bad in ("ring:poll-us", "ring:=5", "warp:poll-us=5"):
+            with self.assertRaises(bench.BenchError, msg=bad):
+                bench.make_plan(self.args(transport=bad), self.cli)
+
     def test_no_transport_says_how_to_give_one(self):
         with self.assertRaises(bench.BenchError) as cm:
             bench.make_plan(self.args(transport=""), self.cli)
