@@ -22,6 +22,8 @@ help:
 	@echo "make vm-test     only the kernel-in-the-loop tests"
 	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
+	@echo "make sweep       every transport, the paper workload set"
+	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make checkpatch  the kernel style check on kmod/"
 	@echo "variables: PLATFORM=auto|vm|native  KDIR=<kernel build tree>  BUILD=<dir>"
 

@@ -170,13 +170,13 @@ def figure(rows, path, stamp, ncols=4):
         top.bar(xs, vals, 0.7, yerr=[lo, hi], capsize=2, color=colors,
                 error_kw={"elinewidth": 0.7})
         peak = max([v + h for v, h in zip(vals, hi)] + [1e-9])
-        for x, r, v in zip(xs, rs, vals):
+        for x, r, v, h in zip(xs, rs, vals, hi):
             if r is None or r.get(f"{stem}_median") is None:
                 top.text(x, peak * 0.02, r["status"] if r else "-", ha="center",
                          va="bottom", rotation=90, fontsize=6, color="grey")
             elif r.get("iops_vs_null_blk") is not None:
-                top.text(x, v, f"{r['iops_vs_null_blk']:.2f}x", ha="center", va="bottom",
-                         fontsize=6)
+                top.text(x, v + h + peak * 0.01, f"{r['iops_vs_null_blk']:.2f}x",
+                         ha="center", va="bottom", fontsize=6)
         top.set_ylim(0, peak * 1.15)
         top.set_title(w)
         top.set_ylabel(unit + " (median, min-max)")
