@@ -66,6 +66,25 @@ def _stats_of(d):
     return out
 
 
+def _sum_parts(parts):
+    """Directions of a job, or jobs of a run, as one: counts and rates add up, the window is
+    the longest, mean latencies are weighted by I/Os."""
+    ios = sum(p["ios"] for p in parts)
+
+    def weighted(key):
+        return sum((p[key] or 0) * p["ios"] for p in parts) / ios if ios else None
+
+    return {
+        "ios": ios,
+        "io_bytes": sum(p["io_bytes"] for p in parts),
+        "iops": sum(p["iops"] for p in parts),
+        "bw_mibps": sum(p["bw_mibps"] for p in parts),
+        "runtime_ms": max(p["runtime_ms"] for p in parts),
+        "lat_mean_us": weighted("lat_mean_us"),
+        "lat_total_mean_us": weighted("lat_total_mean_us"),
+    }
+
+
 def job_metrics(job):
     """The numbers of one fio job entry (read and write together)."""
     mixed = job.get("mixed")
@@ -79,19 +98,8 @@ def job_metrics(job):
                  "lat_mean_us": None, "lat_total_mean_us": None, "lat_p50_us": None,
                  "lat_p99_us": None, "lat_p999_us": None, "combined_from": "none"}
         else:
-            ios = sum(p["ios"] for p in parts)
             main = max(parts, key=lambda p: p["ios"])
-            m = {
-                "ios": ios,
-                "io_bytes": sum(p["io_bytes"] for p in parts),
-                "iops": sum(p["iops"] for p in parts),
-                "bw_mibps": sum(p["bw_mibps"] for p in parts),
-                "runtime_ms": max(p["runtime_ms"] for p in parts),
-                "lat_mean_us": (sum(p["lat_mean_us"] * p["ios"] for p in parts) / ios
-                                if ios else None),
-                "lat_total_mean_us": (sum((p["lat_total_mean_us"] or 0) * p["ios"]
-                                          for p in parts) / ios if ios else None),
-            }
+            m = _sum_parts(parts)
             for name in PERCENTILES:
                 m[f"lat_{name}_us"] = main[f"lat_{name}_us"]
             m["combined_from"] = "+".join(d for d in DIRECTIONS
@@ -122,22 +130,13 @@ def metrics(doc):
     if len(per) == 1:
         m = dict(per[0])
     else:
-        ios = sum(p["ios"] for p in per)
-        m = {
-            "ios": ios,
-            "io_bytes": sum(p["io_bytes"] for p in per),
-            "iops": sum(p["iops"] for p in per),
-            "bw_mibps": sum(p["bw_mibps"] for p in per),
-            "runtime_ms": max(p["runtime_ms"] for p in per),
-            "lat_mean_us": (sum((p["lat_mean_us"] or 0) * p["ios"] for p in per) / ios
-                            if ios else None),
-            "lat_total_mean_us": (sum((p["lat_total_mean_us"] or 0) * p["ios"] for p in per)
-                                  / ios if ios else None),
+        m = _sum_parts(per)
+        m.update({
             "combined_from": f"{len(per)} jobs (percentiles: the largest)",
             "fio_usr_cpu_pct": None, "fio_sys_cpu_pct": None,
             "fio_ctx": sum(p["fio_ctx"] or 0 for p in per),
             "error": next((p["error"] for p in per if p["error"]), 0),
-        }
+        })
         for name in PERCENTILES:
             vals = [p[f"lat_{name}_us"] for p in per if p[f"lat_{name}_us"] is not None]
             m[f"lat_{name}_us"] = max(vals) if vals else None
