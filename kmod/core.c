@@ -323,7 +323,6 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 	case USERBLK_CMD_DISPATCHED:
 		cmd->state = USERBLK_CMD_IDLE;
 		q->rqs[rq->tag] = NULL;
-		q->timeouts++;
 		spin_unlock(&q->lock);
 		pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
 				    q->dev->id, q->id, rq->tag,
@@ -474,8 +473,8 @@ int userblk_queue_release(struct inode *inode, struct file *file)
 	q->attached = false;
 	dev->nr_attached--;
 	if (dev->state == USERBLK_STATE_LIVE) {
-		pr_warn("dev %u: the daemon of queue %u went away: failing all I/O\n",
-			dev->id, q->id);
+		pr_warn("dev %u (%s): the daemon of queue %u went away: failing all I/O\n",
+			dev->id, dev->tr->name, q->id);
 		userblk_kill(dev);
 	}
 	mutex_unlock(&userblk_ctl_mutex);

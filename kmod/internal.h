@@ -53,7 +53,6 @@ struct userblk_queue {
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
 	atomic64_t rejected;		/* answers refused as invalid */
-	u64 timeouts;
 	void *priv;			/* the transport's per-queue state */
 };
 
