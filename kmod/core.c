@@ -61,6 +61,8 @@ static DEFINE_IDR(userblk_idr);
 static const struct userblk_transport *userblk_transports[] = {
 	&userblk_copy_transport,
 	&userblk_ring_transport,
+	&userblk_pipe_transport,
+	&userblk_splice_transport,
 };
 
 static const struct userblk_transport *userblk_find_transport(u32 mode)
@@ -166,12 +168,12 @@ void userblk_describe(struct request *rq, struct userblk_io_desc *desc)
 }
 
 /*
- * Take the oldest pending request whose entry fits in room bytes, mark it OUT
- * and describe it in desc. Returns NULL when none is pending or the oldest
- * does not fit.
+ * Take the oldest pending request whose entry (its descriptor, and a write's
+ * data if inline_data) fits in room bytes, mark it OUT and describe it in
+ * desc. Returns NULL when none is pending or the oldest does not fit.
  */
 struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
-				     struct userblk_io_desc *desc)
+				     struct userblk_io_desc *desc, bool inline_data)
 {
 	struct userblk_cmd *cmd;
 	struct request *rq;
@@ -183,13 +185,14 @@ struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
 		goto out_none;
 	rq = blk_mq_rq_from_pdu(cmd);
 	need = sizeof(*desc);
-	if (userblk_has_data_out(rq))
+	if (inline_data && userblk_has_data_out(rq))
 		need += blk_rq_bytes(rq);
 	if (need > room)
 		goto out_none;
 	list_del_init(&cmd->node);
 	cmd->state = USERBLK_CMD_OUT;
 	cmd->gen++;
+	cmd->filled = 0;
 	spin_unlock(&q->lock);
 
 	userblk_describe(rq, desc);
@@ -291,6 +294,41 @@ void userblk_unclaim(struct userblk_queue *q, struct request *rq)
 	userblk_put_back(q, rq, USERBLK_CMD_DISPATCHED);
 }
 
+/*
+ * Hold the DISPATCHED request on tag for a syscall that moves its data (a
+ * splice data fd), marking it DATA so that neither its completion nor an
+ * abort ends it meanwhile. Returns an ERR_PTR: -EINVAL for a tag beyond the
+ * depth, -ENOENT if no request waits on it, -EBUSY if another syscall holds it.
+ */
+struct request *userblk_hold(struct userblk_queue *q, unsigned int tag)
+{
+	struct userblk_cmd *cmd;
+	struct request *rq;
+
+	if (tag >= q->dev->cfg.queue_depth)
+		return ERR_PTR(-EINVAL);
+	spin_lock(&q->lock);
+	rq = q->rqs[tag];
+	if (!rq) {
+		rq = ERR_PTR(-ENOENT);
+		goto out;
+	}
+	cmd = userblk_cmd(rq);
+	if (cmd->state == USERBLK_CMD_DISPATCHED)
+		cmd->state = USERBLK_CMD_DATA;
+	else
+		rq = ERR_PTR(cmd->state == USERBLK_CMD_DATA ? -EBUSY : -ENOENT);
+out:
+	spin_unlock(&q->lock);
+	return rq;
+}
+
+/* Give back a held request: it waits for its answer, or fails if q died. */
+void userblk_unhold(struct userblk_queue *q, struct request *rq)
+{
+	userblk_put_back(q, rq, USERBLK_CMD_DISPATCHED);
+}
+
 /* Complete a claimed (IN) request with result (0 or -errno). */
 void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
 {
@@ -333,6 +371,7 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 		return BLK_EH_DONE;
 	case USERBLK_CMD_OUT:
 	case USERBLK_CMD_IN:
+	case USERBLK_CMD_DATA:
 		/* A syscall is moving its data right now and will finish it. */
 		spin_unlock(&q->lock);
 		return BLK_EH_RESET_TIMER;
@@ -361,7 +400,7 @@ static void userblk_abort_queue(struct userblk_queue *q)
 		if (cmd->state == USERBLK_CMD_QUEUED)
 			list_del(&cmd->node);
 		else if (cmd->state != USERBLK_CMD_DISPATCHED)
-			continue;	/* OUT or IN: its syscall finishes it */
+			continue;	/* OUT, IN or DATA: its syscall finishes it */
 		cmd->state = USERBLK_CMD_IDLE;
 		q->rqs[tag] = NULL;
 		list_add_tail(&cmd->node, &doomed);
@@ -414,6 +453,45 @@ int userblk_copy_from_user(struct request *rq, const void __user *src)
 	return 0;
 }
 
+/*
+ * Copy len bytes between the request's pages from byte pos on and the
+ * iterator it (into the request if to_rq). Returns the bytes copied, short
+ * if it ran out. Only copy_to_iter()/copy_from_iter(): copy_page_to_iter()
+ * would lend the request's pages to a pipe (ITER_PIPE), where they could
+ * outlive the request.
+ */
+size_t userblk_copy_rq_iter(struct request *rq, size_t pos, size_t len,
+			    struct iov_iter *it, bool to_rq)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+	size_t done = 0;
+
+	rq_for_each_segment(bv, rq, iter) {
+		size_t n, copied;
+		void *p;
+
+		if (pos >= bv.bv_len) {
+			pos -= bv.bv_len;
+			continue;
+		}
+		n = min_t(size_t, bv.bv_len - pos, len - done);
+		p = bvec_kmap_local(&bv);
+		if (to_rq)
+			copied = copy_from_iter(p + pos, n, it);
+		else
+			copied = copy_to_iter(p + pos, n, it);
+		kunmap_local(p);
+		if (to_rq)
+			flush_dcache_page(bv.bv_page);
+		done += copied;
+		pos = 0;
+		if (copied < n || done == len)
+			return done;
+	}
+	return done;
+}
+
 /* ---- devices ----------------------------------------------------------- */
 
 static void userblk_dev_release(struct kref *ref)
@@ -432,7 +510,12 @@ static void userblk_dev_release(struct kref *ref)
 	kfree(dev);
 }
 
-static void userblk_dev_put(struct userblk_dev *dev)
+void userblk_dev_get(struct userblk_dev *dev)
+{
+	kref_get(&dev->ref);
+}
+
+void userblk_dev_put(struct userblk_dev *dev)
 {
 	kref_put(&dev->ref, userblk_dev_release);
 }
@@ -696,6 +779,15 @@ static int userblk_start(unsigned long id)
 				    dev->id, dev->nr_attached, dev->cfg.nr_queues);
 		goto out_unlock;
 	}
+	if (dev->tr->start_queue) {
+		unsigned int i;
+
+		for (i = 0; i < dev->cfg.nr_queues; i++) {
+			ret = dev->tr->start_queue(&dev->queues[i]);
+			if (ret)
+				goto out_unlock;
+		}
+	}
 	/* The live disk holds a reference, dropped by ->free_disk. */
 	kref_get(&dev->ref);
 	dev->state = USERBLK_STATE_LIVE;
@@ -864,6 +956,9 @@ static int __init userblk_init(void)
 	BUILD_BUG_ON(sizeof(struct userblk_io_desc) != 24);
 	BUILD_BUG_ON(sizeof(struct userblk_io_cpl) != 16);
 	BUILD_BUG_ON(USERBLK_MAX_DEPTH > (1 << 16));
+	BUILD_BUG_ON(sizeof(struct userblk_pipe_set) != 24);
+	/* A splice data fd offset holds any position within a request. */
+	BUILD_BUG_ON(USERBLK_MAX_IO_BYTES > (1U << USERBLK_SPLICE_TAG_SHIFT));
 
 	ret = misc_register(&userblk_misc);
 	if (ret) {

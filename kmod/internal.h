@@ -11,10 +11,12 @@
  *   QUEUED -> OUT       a syscall took it to hand it to user space
  *   OUT -> DISPATCHED   user space has it and owes an answer
  *   DISPATCHED -> IN    a syscall is taking user space's answer
+ *   DISPATCHED -> DATA  a syscall on a splice data fd moves its data
+ *   DATA -> DISPATCHED  ... and is done
  *   IN/QUEUED/DISPATCHED -> IDLE   completed (answer, abort or timeout)
  *
- * OUT and IN belong to a syscall that copies data without the lock; abort
- * and timeout leave such a request to that syscall, which finishes it.
+ * OUT, IN and DATA belong to a syscall that copies data without the lock;
+ * abort and timeout leave such a request to that syscall, which finishes it.
  */
 #ifndef USERBLK_INTERNAL_H
 #define USERBLK_INTERNAL_H
@@ -32,12 +34,14 @@ enum userblk_cmd_state {
 	USERBLK_CMD_OUT,
 	USERBLK_CMD_DISPATCHED,
 	USERBLK_CMD_IN,
+	USERBLK_CMD_DATA,
 };
 
 /* Per-request state, in the request's pdu. */
 struct userblk_cmd {
 	struct list_head node;		/* on queue->pending while QUEUED */
 	u32 gen;			/* bumped at each hand-over */
+	u32 filled;			/* splice: READ bytes written so far */
 	u8 state;			/* enum userblk_cmd_state */
 };
 
@@ -64,6 +68,27 @@ struct userblk_transport {
 	/* Optional: set up q->priv at ADD_DEV, free it with the device. */
 	int (*init_queue)(struct userblk_queue *q);
 	void (*exit_queue)(struct userblk_queue *q);
+	/* Optional: may q go live? START_DEV fails with its error if not. */
+	int (*start_queue)(struct userblk_queue *q);
+};
+
+/*
+ * How a descriptor transport (copy, pipe, splice) moves data; desc.c runs
+ * the read() of descriptors and the write() of completions for all three.
+ */
+struct userblk_desc_ops {
+	/* copy: a WRITE's data follows its descriptor in read(), a READ's its completion in write() */
+	bool inline_data;
+	/*
+	 * Optional: move a WRITE's data out as its descriptor is handed out
+	 * (the request is OUT). An error fails the request, unseen.
+	 */
+	int (*push)(struct userblk_queue *q, struct request *rq);
+	/*
+	 * Optional: take a READ's data as its result 0 completion is applied
+	 * (the request is IN). An error fails the request with EIO.
+	 */
+	int (*pull)(struct userblk_queue *q, struct request *rq);
 };
 
 struct userblk_dev {
@@ -84,6 +109,8 @@ static inline struct userblk_cmd *userblk_cmd(struct request *rq)
 }
 
 /* core.c: shared by the transports. */
+void userblk_dev_get(struct userblk_dev *dev);
+void userblk_dev_put(struct userblk_dev *dev);
 blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 			      const struct blk_mq_queue_data *bd);
 void userblk_commit_rqs(struct blk_mq_hw_ctx *hctx);
@@ -93,7 +120,7 @@ int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
 int userblk_queue_release(struct inode *inode, struct file *file);
 
 struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
-				     struct userblk_io_desc *desc);
+				     struct userblk_io_desc *desc, bool inline_data);
 void userblk_handed_over(struct userblk_queue *q, struct request *rq);
 void userblk_untake(struct userblk_queue *q, struct request *rq);
 struct request *userblk_claim(struct userblk_queue *q,
@@ -107,6 +134,18 @@ u8 userblk_op(struct request *rq);
 void userblk_describe(struct request *rq, struct userblk_io_desc *desc);
 int userblk_copy_to_user(struct request *rq, void __user *dst);
 int userblk_copy_from_user(struct request *rq, const void __user *src);
+size_t userblk_copy_rq_iter(struct request *rq, size_t pos, size_t len,
+			    struct iov_iter *it, bool to_rq);
+
+struct request *userblk_hold(struct userblk_queue *q, unsigned int tag);
+void userblk_unhold(struct userblk_queue *q, struct request *rq);
+
+/* desc.c: the queue fd of copy, pipe and splice. */
+ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
+			  const struct userblk_desc_ops *ops);
+ssize_t userblk_desc_write(struct file *file, const char __user *buf,
+			   size_t count, const struct userblk_desc_ops *ops);
+__poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait);
 
 static inline bool userblk_has_data_out(struct request *rq)
 {
@@ -128,5 +167,7 @@ static inline bool userblk_has_data_in(struct request *rq)
 /* The transports. */
 extern const struct userblk_transport userblk_copy_transport;
 extern const struct userblk_transport userblk_ring_transport;
+extern const struct userblk_transport userblk_pipe_transport;
+extern const struct userblk_transport userblk_splice_transport;
 
 #endif /* USERBLK_INTERNAL_H */

@@ -122,8 +122,31 @@ protected:
         return xioctl(ctl_.get(), USERBLK_IOC_OPEN_QUEUE, &qo);
     }
 
+    // What a queue needs before START_DEV: in pipe mode, a pipe per tag (kept in pipes_).
+    void ready_queue(int qfd, const userblk_dev_config& c) {
+        if (c.mode != USERBLK_MODE_PIPE)
+            return;
+        for (uint32_t tag = 0; tag < c.queue_depth; tag++) {
+            int fds[2];
+            ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+            pipes_.emplace_back(fds[0], fds[1]);
+            ASSERT_GE(::fcntl(fds[1], F_SETPIPE_SZ, (int)c.max_io_bytes), (int)c.max_io_bytes);
+            userblk_pipe_set ps{};
+            ps.tag = tag;
+            ps.read_fd = fds[0];
+            ps.write_fd = fds[1];
+            ASSERT_EQ(xioctl(qfd, USERBLK_IOC_PIPE_SET, &ps), 0) << "tag " << tag;
+        }
+    }
+
+    struct PipeFds {
+        PipeFds(int r_, int w_) : r(r_), w(w_) {}
+        Fd r, w;
+    };
+
     Fd ctl_;
     std::vector<uint32_t> added_;
+    std::vector<PipeFds> pipes_;
 };
 
 TEST_F(ControlTest, AddDevRejectsEveryBadField) {
@@ -214,6 +237,8 @@ TEST_F(ControlTest, BadIdsAndStatesAreRejected) {
     ASSERT_GE(q0.get(), 0);
     Fd q1(open_queue(c.dev_id, 1));
     ASSERT_GE(q1.get(), 0);
+    ready_queue(q0.get(), c);
+    ready_queue(q1.get(), c);
 
     info.dev_id = c.dev_id;
     ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_GET_INFO, &info), 0);
@@ -402,6 +427,281 @@ TEST_F(CopyQueueTest, DeadQueueReadsEndOfFileAndRefusesWrites) {
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 0), 1);
     EXPECT_TRUE(p.revents & POLLHUP);
+}
+
+// A live pipe or splice device whose only queue this test serves by hand: descriptors and
+// completions on the queue fd, the data in the tag's pipe (pipe) or through the data fd (splice).
+class DescQueueTest : public ControlTest {
+protected:
+    static constexpr size_t kBlock = kIoBlock;
+    void SetUp() override {
+        mode_ = mode_of(g_transport);
+        if (mode_ != USERBLK_MODE_PIPE && mode_ != USERBLK_MODE_SPLICE)
+            GTEST_SKIP() << g_transport << " does not keep data off the queue fd";
+        ControlTest::SetUp();
+        cfg_ = good_config(mode_);
+        ASSERT_EQ(add(cfg_), 0);
+        q_ = Fd(open_queue(cfg_.dev_id, 0));
+        ASSERT_GE(q_.get(), 0);
+        if (mode_ == USERBLK_MODE_SPLICE) {
+            data_ = Fd(xioctl(q_.get(), USERBLK_IOC_SPLICE_DATA_FD, 0ul));
+            ASSERT_GE(data_.get(), 0);
+        }
+        if (!start_later_) {
+            start();
+        }
+    }
+    void start() {
+        ready_queue(q_.get(), cfg_);
+        ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), 0);
+        path_ = std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(cfg_.dev_id);
+        ASSERT_TRUE(wait_for_path(path_)) << path_ << " did not appear";
+    }
+
+    userblk_io_desc next_request() {
+        pollfd p{q_.get(), POLLIN, 0};
+        EXPECT_EQ(::poll(&p, 1, 10000), 1) << "no request within 10 s";
+        userblk_io_desc d{};
+        ssize_t n = ::read(q_.get(), &d, sizeof(d));
+        EXPECT_EQ(n, (ssize_t)sizeof(d)) << std::strerror(errno);
+        return d;
+    }
+    ssize_t complete(const userblk_io_desc& d, int32_t result) {
+        userblk_io_cpl c{};
+        c.tag = d.tag;
+        c.gen = d.gen;
+        c.result = result;
+        ssize_t r = ::write(q_.get(), &c, sizeof(c));
+        return r < 0 ? -errno : r;
+    }
+    // A WRITE's data as the daemon receives it.
+    ssize_t take_data(const userblk_io_desc& d, void* buf, size_t len, size_t pos = 0) {
+        ssize_t r = mode_ == USERBLK_MODE_PIPE
+                        ? ::read(pipes_[d.tag].r.get(), buf, len)
+                        : ::pread(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, pos));
+        return r < 0 ? -errno : r;
+    }
+    // A READ's data as the daemon gives it.
+    ssize_t give_data(const userblk_io_desc& d, const void* buf, size_t len, size_t pos = 0) {
+        ssize_t r = mode_ == USERBLK_MODE_PIPE
+                        ? ::write(pipes_[d.tag].w.get(), buf, len)
+                        : ::pwrite(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, pos));
+        return r < 0 ? -errno : r;
+    }
+    static std::vector<char> pattern(size_t len, int seed) {
+        std::vector<char> v(len);
+        for (size_t i = 0; i < len; i++)
+            v[i] = char(i * 13 + seed);
+        return v;
+    }
+
+    bool start_later_ = false;
+    uint32_t mode_ = 0;
+    userblk_dev_config cfg_{};
+    Fd q_, data_;
+    std::string path_;
+};
+
+TEST_F(DescQueueTest, DataTakesItsOwnPathBothWays) {
+    AlignedBlock src, dst;
+    auto w = pattern(kBlock, 1);
+    std::memcpy(src.data, w.data(), kBlock);
+    auto wio = io_async(path_, true, 4096, src.data);
+    userblk_io_desc d = next_request();
+    ASSERT_EQ(d.op, USERBLK_OP_WRITE);
+    ASSERT_EQ(d.len, kBlock);
+    std::vector<char> got(kBlock * 2);
+    ASSERT_EQ(take_data(d, got.data(), got.size()), (ssize_t)kBlock) << "exactly the request's data";
+    EXPECT_EQ(std::memcmp(got.data(), w.data(), kBlock), 0);
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
+    ASSERT_EQ(wio.get(), (ssize_t)kBlock);
+
+    auto r = pattern(kBlock, 2);
+    auto rio = io_async(path_, false, 4096, dst.data);
+    d = next_request();
+    ASSERT_EQ(d.op, USERBLK_OP_READ);
+    ASSERT_EQ(give_data(d, r.data(), kBlock / 2), (ssize_t)kBlock / 2);
+    ASSERT_EQ(give_data(d, r.data() + kBlock / 2, kBlock / 2, kBlock / 2), (ssize_t)kBlock / 2);
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
+    ASSERT_EQ(rio.get(), (ssize_t)kBlock);
+    EXPECT_EQ(std::memcmp(dst.data, r.data(), kBlock), 0);
+}
+
+TEST_F(DescQueueTest, AReadAnsweredWithoutAllItsDataFailsWithEio) {
+    AlignedBlock dst;
+    auto r = pattern(kBlock, 3);
+    auto rio = io_async(path_, false, 0, dst.data);
+    userblk_io_desc d = next_request();
+    ASSERT_EQ(give_data(d, r.data(), kBlock / 2), (ssize_t)kBlock / 2);
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl)) << "the answer is taken...";
+    EXPECT_EQ(rio.get(), -EIO) << "...and fails the read: the pages were not all filled";
+    if (mode_ == USERBLK_MODE_PIPE) {
+        char c;
+        EXPECT_EQ(::read(pipes_[d.tag].r.get(), &c, 1), -1) << "the kernel took what was there";
+    }
+
+    auto again = io_async(path_, false, 0, dst.data);
+    d = next_request();
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
+    EXPECT_EQ(again.get(), -EIO) << "no data at all";
+}
+
+TEST_F(DescQueueTest, ClosingTheQueueFailsOutstandingIoAtOnce) {
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    userblk_io_desc d = next_request();
+    auto t0 = std::chrono::steady_clock::now();
+    q_.reset();
+    EXPECT_EQ(io.get(), -EIO);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    EXPECT_EQ(state_of(cfg_.dev_id), (uint32_t)USERBLK_STATE_DEAD);
+    if (mode_ == USERBLK_MODE_SPLICE) {
+        char b[512];
+        EXPECT_EQ(give_data(d, b, sizeof(b)), -ENOENT) << "the data fd of a dead device";
+        ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_DEL_DEV, (unsigned long)cfg_.dev_id), 0);
+        added_.clear();
+        EXPECT_EQ(take_data(d, b, sizeof(b)), -ENOENT) << "the data fd of a deleted device";
+    }
+}
+
+class PipeSetupTest : public DescQueueTest {
+protected:
+    void SetUp() override {
+        start_later_ = true;
+        DescQueueTest::SetUp();
+        if (!IsSkipped() && mode_ != USERBLK_MODE_PIPE)
+            GTEST_SKIP() << "pipe registration is the pipe transport's";
+    }
+    int set(uint32_t tag, int rfd, int wfd, uint32_t flags = 0, uint64_t reserved = 0) {
+        userblk_pipe_set ps{};
+        ps.tag = tag;
+        ps.read_fd = rfd;
+        ps.write_fd = wfd;
+        ps.flags = flags;
+        ps.reserved = reserved;
+        return xioctl(q_.get(), USERBLK_IOC_PIPE_SET, &ps);
+    }
+};
+
+TEST_F(PipeSetupTest, PipeSetRejectsEveryBadArgument) {
+    int a[2], b[2];
+    ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+    Fd ar(a[0]), aw(a[1]), br(b[0]), bw(b[1]);
+    Fd file(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+    EXPECT_EQ(set(cfg_.queue_depth, a[0], a[1]), -EINVAL) << "tag beyond depth";
+    EXPECT_EQ(set(0, a[0], a[1], 1), -EINVAL) << "flags";
+    EXPECT_EQ(set(0, a[0], a[1], 0, 1), -EINVAL) << "reserved";
+    EXPECT_EQ(set(0, -1, a[1]), -EBADF) << "no fd";
+    EXPECT_EQ(set(0, a[0], 9999), -EBADF) << "no fd";
+    EXPECT_EQ(set(0, file.get(), a[1]), -EINVAL) << "not a pipe";
+    EXPECT_EQ(set(0, q_.get(), a[1]), -EINVAL) << "the queue fd";
+    EXPECT_EQ(set(0, a[1], a[0]), -EINVAL) << "ends swapped";
+    EXPECT_EQ(set(0, a[0], b[1]), -EINVAL) << "ends of two pipes";
+    EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), -ENOTCONN)
+        << "tags without a pipe";
+    EXPECT_EQ(set(0, a[0], a[1]), 0);
+    EXPECT_EQ(set(0, b[0], b[1]), 0) << "an idle tag's pipe can be replaced";
+    EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), -ENOTCONN)
+        << "still tags without a pipe";
+}
+
+TEST_F(PipeSetupTest, AFullPipeFailsTheWriteWithoutBlockingTheDaemon) {
+    start();
+    // Fill every tag's pipe: the kernel cannot put a write's data anywhere.
+    std::vector<char> junk(cfg_.max_io_bytes, 'j');
+    for (auto& p : pipes_) {
+        while (::write(p.w.get(), junk.data(), junk.size()) > 0) {
+        }
+    }
+    AlignedBlock src;
+    auto io = io_async(path_, true, 0, src.data);
+    pollfd p{q_.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 10000), 1);
+    int fl = ::fcntl(q_.get(), F_GETFL);
+    ASSERT_EQ(::fcntl(q_.get(), F_SETFL, fl | O_NONBLOCK), 0);
+    userblk_io_desc d{};
+    EXPECT_EQ(::read(q_.get(), &d, sizeof(d)), -1) << "the request was not handed out";
+    EXPECT_EQ(errno, EAGAIN);
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    EXPECT_EQ(io.get(), -EIO);
+}
+
+TEST_F(PipeSetupTest, ABusyTagsPipeCannotBeReplaced) {
+    start();
+    AlignedBlock dst;
+    auto io = io_async(path_, false, 0, dst.data);
+    userblk_io_desc d = next_request();
+    int a[2];
+    ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+    Fd ar(a[0]), aw(a[1]);
+    EXPECT_EQ(set(d.tag, a[0], a[1]), -EBUSY);
+    ASSERT_EQ(complete(d, -EIO), (ssize_t)sizeof(userblk_io_cpl));
+    EXPECT_EQ(io.get(), -EIO);
+    EXPECT_EQ(set(d.tag, a[0], a[1]), 0) << "idle again";
+}
+
+class SpliceDataTest : public DescQueueTest {
+protected:
+    void SetUp() override {
+        DescQueueTest::SetUp();
+        if (!IsSkipped() && mode_ != USERBLK_MODE_SPLICE)
+            GTEST_SKIP() << "the data fd is the splice transport's";
+    }
+};
+
+TEST_F(SpliceDataTest, TheDataFdRefusesWhatNoRequestAllows) {
+    EXPECT_EQ(xioctl(q_.get(), USERBLK_IOC_SPLICE_DATA_FD, 1ul), -EINVAL) << "an argument";
+    char b[512];
+    errno = 0;
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(cfg_.queue_depth, 0)), -1);
+    EXPECT_EQ(errno, EINVAL) << "tag beyond depth";
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(1, 0)), -1);
+    EXPECT_EQ(errno, ENOENT) << "no request on the tag";
+    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), -4096), -1);
+    EXPECT_EQ(errno, EINVAL) << "negative offset";
+
+    AlignedBlock src, dst;
+    auto w = pattern(kBlock, 4);
+    std::memcpy(src.data, w.data(), kBlock);
+    auto wio = io_async(path_, true, 0, src.data);
+    userblk_io_desc d = next_request();
+    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(errno, EINVAL) << "writing a WRITE's data";
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, kBlock)), 0)
+        << "past the end of the request";
+    EXPECT_EQ(::pread(data_.get(), g_bad_ptr, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(errno, EFAULT);
+    // The same data again, this time by splice into a pipe.
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    Fd pr(p[0]), pw(p[1]);
+    loff_t off = USERBLK_SPLICE_OFF(d.tag, 0);
+    ASSERT_EQ(::splice(data_.get(), &off, p[1], nullptr, kBlock, 0), (ssize_t)kBlock);
+    std::vector<char> got(kBlock);
+    ASSERT_EQ(::read(p[0], got.data(), kBlock), (ssize_t)kBlock);
+    EXPECT_EQ(std::memcmp(got.data(), w.data(), kBlock), 0);
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
+    EXPECT_EQ(wio.get(), (ssize_t)kBlock);
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(errno, ENOENT) << "after the completion";
+
+    auto rio = io_async(path_, false, 0, dst.data);
+    d = next_request();
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(errno, EINVAL) << "reading a READ's data";
+    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 512)), -1);
+    EXPECT_EQ(errno, EINVAL) << "out of order";
+    std::vector<char> big(kBlock + 512);
+    EXPECT_EQ(::pwrite(data_.get(), big.data(), big.size(), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(errno, EINVAL) << "past the end";
+    auto r = pattern(kBlock, 5);
+    ASSERT_EQ(::write(p[1], r.data(), kBlock), (ssize_t)kBlock);
+    off = USERBLK_SPLICE_OFF(d.tag, 0);
+    ASSERT_EQ(::splice(p[0], nullptr, data_.get(), &off, kBlock, 0), (ssize_t)kBlock);
+    ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
+    ASSERT_EQ(rio.get(), (ssize_t)kBlock);
+    EXPECT_EQ(std::memcmp(dst.data, r.data(), kBlock), 0);
 }
 
 // A live ring device whose only queue this test serves by hand, through the mapping.

@@ -241,4 +241,68 @@ struct userblk_ring_layout {
 #define USERBLK_IOC_RING_LAYOUT	_IOR(USERBLK_IOC_MAGIC, 0x10, struct userblk_ring_layout)
 #define USERBLK_IOC_RING_ENTER	_IO(USERBLK_IOC_MAGIC, 0x11)	/* arg: USERBLK_RING_ENTER_* */
 
+/*
+ * The pipe transport (USERBLK_MODE_PIPE).
+ *
+ * Requests and completions as in copy, without inline data: read(qfd, buf,
+ * n) returns struct userblk_io_desc entries only (n >= USERBLK_DESC_MIN_READ)
+ * and write(qfd) takes struct userblk_io_cpl entries only. The data travels
+ * in one pipe per tag, which the daemon creates and registers with
+ * USERBLK_IOC_PIPE_SET on the queue fd (both ends of the same pipe; the
+ * kernel keeps its own references). START_DEV fails with ENOTCONN until every
+ * tag of every queue has a pipe; a tag's pipe can be replaced while no
+ * request is outstanding on it (else EBUSY).
+ *
+ * A WRITE's data is written into the tag's pipe by the read() that hands out
+ * its descriptor, without blocking: the pipe must be empty and able to hold
+ * max_io_bytes (F_SETPIPE_SZ), else the request fails with an I/O error, is
+ * not handed out, and the kernel counts a rejection. A READ answered with
+ * result 0 takes exactly len bytes out of the tag's pipe in the write() of
+ * its completion; if fewer are there, the request fails with EIO. A pipe
+ * therefore costs the daemon two fds: Q queues x D depth need 2 * Q * D + Q
+ * fds, and the kernel holds 2 * Q * D file references.
+ */
+struct userblk_pipe_set {
+	__u32 tag;			/* 0..queue_depth-1 */
+	__s32 read_fd;			/* the pipe's read end */
+	__s32 write_fd;			/* the same pipe's write end */
+	__u32 flags;			/* must be zero */
+	__u64 reserved;			/* must be zero */
+};
+
+/* The smallest read() of the pipe and splice transports: one descriptor. */
+#define USERBLK_DESC_MIN_READ	(sizeof(struct userblk_io_desc))
+
+#define USERBLK_IOC_PIPE_SET	_IOW(USERBLK_IOC_MAGIC, 0x20, struct userblk_pipe_set)
+
+/*
+ * The splice transport (USERBLK_MODE_SPLICE).
+ *
+ * Requests and completions as in pipe (descriptors only). The data moves
+ * through a data fd, USERBLK_IOC_SPLICE_DATA_FD on the queue fd (a new fd,
+ * O_RDWR, close-on-exec; any number per queue). The file offset
+ * USERBLK_SPLICE_OFF(tag, pos) names byte pos of the request on tag, from
+ * when read() hands it out until its completion is written:
+ *   - a WRITE's data is read from it: splice(data_fd, &off, pipe, NULL, ...)
+ *     or pread(); reading at or past len gives 0 (end of that request);
+ *   - a READ's data is written to it: splice(pipe, NULL, data_fd, &off, ...)
+ *     or pwrite(), in order: each write starts where the previous ended
+ *     (pos 0 first) and stays within len. A completion with result 0 is
+ *     taken only once all len bytes were written; else the request fails
+ *     with EIO, so a daemon can never expose pages it did not fill.
+ * Other offsets fail with EINVAL (tag beyond the depth, or a WRITE written,
+ * a READ read, a write out of order) or ENOENT (no request handed out on that
+ * tag). A transfer never blocks on the request.
+ *
+ * splice() from the data fd copies the request's data once, inside the
+ * kernel, into fresh pages of the pipe: no page of a request is ever lent to
+ * a pipe, so a socket or file that still holds the pipe's pages after the
+ * request completed cannot see later changes to them.
+ */
+#define USERBLK_SPLICE_TAG_SHIFT	20
+#define USERBLK_SPLICE_OFF(tag, pos)	\
+	(((__u64)(tag) << USERBLK_SPLICE_TAG_SHIFT) + (pos))
+
+#define USERBLK_IOC_SPLICE_DATA_FD	_IO(USERBLK_IOC_MAGIC, 0x30)
+
 #endif /* _UAPI_USERBLK_H */

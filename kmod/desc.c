@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The queue fd of the descriptor transports (copy, pipe, splice): read()
+ * returns a batch of request descriptors, write() takes a batch of
+ * completions. In copy a WRITE's data follows its descriptor and a READ's
+ * data its completion; pipe and splice move the data elsewhere, through the
+ * push and pull of their struct userblk_desc_ops.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/fs.h>
+#include <linux/poll.h>
+#include <linux/uaccess.h>
+
+#include "internal.h"
+
+/* The entry of rq in read(): its descriptor, and its data if inline. */
+static size_t userblk_desc_entry(const struct userblk_desc_ops *ops,
+				 struct request *rq)
+{
+	size_t need = sizeof(struct userblk_io_desc);
+
+	if (ops->inline_data && userblk_has_data_out(rq))
+		need += blk_rq_bytes(rq);
+	return need;
+}
+
+ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
+			  const struct userblk_desc_ops *ops)
+{
+	struct userblk_queue *q = file->private_data;
+	size_t min_read = ops->inline_data ?
+		USERBLK_COPY_MIN_READ(q->dev->cfg.max_io_bytes) :
+		USERBLK_DESC_MIN_READ;
+	size_t done = 0;
+	int ret;
+
+	if (count < min_read)
+		return -EINVAL;
+
+	for (;;) {
+		struct userblk_io_desc desc;
+		struct request *rq;
+
+		rq = userblk_take_pending(q, count - done, &desc,
+					  ops->inline_data);
+		if (!rq) {
+			if (done)
+				return done;
+			if (READ_ONCE(q->dead))
+				return 0;
+			if (file->f_flags & O_NONBLOCK)
+				return -EAGAIN;
+			ret = wait_event_interruptible(q->wait,
+						       !list_empty_careful(&q->pending) ||
+						       READ_ONCE(q->dead));
+			if (ret)
+				return ret;
+			continue;
+		}
+
+		if (ops->push && userblk_has_data_out(rq)) {
+			ret = ops->push(q, rq);
+			if (ret) {
+				/* The daemon never sees it: fail it now. */
+				userblk_finish(q, rq, -EIO);
+				continue;
+			}
+		}
+		ret = 0;
+		if (copy_to_user(buf + done, &desc, sizeof(desc)))
+			ret = -EFAULT;
+		else if (ops->inline_data && userblk_has_data_out(rq))
+			ret = userblk_copy_to_user(rq, buf + done + sizeof(desc));
+		if (ret) {
+			if (ops->push && userblk_has_data_out(rq))
+				userblk_finish(q, rq, -EIO); /* its data is gone */
+			else
+				userblk_untake(q, rq);
+			return done ? done : ret;
+		}
+		userblk_handed_over(q, rq);
+		done += userblk_desc_entry(ops, rq);
+	}
+}
+
+ssize_t userblk_desc_write(struct file *file, const char __user *buf,
+			   size_t count, const struct userblk_desc_ops *ops)
+{
+	struct userblk_queue *q = file->private_data;
+	size_t done = 0;
+	int ret = 0;
+
+	if (READ_ONCE(q->dead))
+		return -ENODEV;
+
+	while (count - done >= sizeof(struct userblk_io_cpl)) {
+		struct userblk_io_cpl cpl;
+		struct request *rq;
+		int result;
+		size_t need;
+
+		if (copy_from_user(&cpl, buf + done, sizeof(cpl))) {
+			ret = -EFAULT;
+			break;
+		}
+		ret = userblk_check_cpl(q, &cpl);
+		if (ret)
+			break;
+		rq = userblk_claim(q, &cpl);
+		if (!rq) {
+			ret = -ENOENT;
+			break;
+		}
+		need = sizeof(cpl);
+		result = cpl.result;
+		if (ops->inline_data && userblk_has_data_in(rq) && result == 0)
+			need += blk_rq_bytes(rq);
+		if (need > count - done) {
+			userblk_reject(q, "completion for tag %u needs %zu bytes, %zu left",
+				       cpl.tag, need, count - done);
+			userblk_unclaim(q, rq);
+			ret = -EINVAL;
+			break;
+		}
+		if (need > sizeof(cpl)) {
+			ret = userblk_copy_from_user(rq, buf + done + sizeof(cpl));
+			if (ret) {
+				userblk_unclaim(q, rq);
+				break;
+			}
+		}
+		if (ops->pull && userblk_has_data_in(rq) && result == 0 &&
+		    ops->pull(q, rq))
+			result = -EIO;
+		userblk_finish(q, rq, result);
+		done += need;
+	}
+	if (done)
+		return done;
+	/* A buffer too short for even one completion is malformed too. */
+	return ret ? ret : -EINVAL;
+}
+
+__poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait)
+{
+	struct userblk_queue *q = file->private_data;
+	__poll_t mask = EPOLLOUT | EPOLLWRNORM;
+
+	poll_wait(file, &q->wait, wait);
+	if (!list_empty_careful(&q->pending))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(q->dead))
+		mask |= EPOLLIN | EPOLLRDNORM | EPOLLHUP;
+	return mask;
+}

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The splice transport: descriptors and completions as in copy, without
+ * inline data; the data moves through a data fd (USERBLK_IOC_SPLICE_DATA_FD)
+ * whose file offset names a request by tag (USERBLK_SPLICE_OFF). Its
+ * read_iter gives a WRITE's data and its write_iter takes a READ's data, so
+ * pread()/pwrite() work, and splice() works through the generic helpers:
+ * splice(data fd -> pipe) runs read_iter into fresh pipe pages (one copy in
+ * the kernel), splice(pipe -> data fd) runs write_iter over the pipe's pages
+ * (one copy). The daemon splices the other end of its pipe to a file or a
+ * socket, so data it only forwards never enters its memory.
+ *
+ * Why not lend the request's pages to the pipe (no copy at all): a pipe
+ * buffer can outlive the request. A socket that was spliced the pages keeps
+ * them until the peer acknowledges the data, long after the request
+ * completed and its pages went back to the page cache or to the
+ * application, which may have written new data into them: the peer would get
+ * the new data, or the pages of an unrelated file. The one copy here is what
+ * makes the completion final.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/module.h>
+#include <linux/splice.h>
+#include <linux/uio.h>
+
+#include "internal.h"
+
+#define SPLICE_POS_MASK	((1ULL << USERBLK_SPLICE_TAG_SHIFT) - 1)
+
+/* Hold the request a data fd offset names; pos gets the offset within it. */
+static struct request *splice_hold(struct userblk_queue *q, loff_t off,
+				   size_t *pos)
+{
+	u64 tag = (u64)off >> USERBLK_SPLICE_TAG_SHIFT;
+
+	if (off < 0 || tag >= q->dev->cfg.queue_depth)
+		return ERR_PTR(-EINVAL);
+	*pos = off & SPLICE_POS_MASK;
+	return userblk_hold(q, tag);
+}
+
+/* A WRITE's data, from byte pos of the request on the offset's tag. */
+static ssize_t splice_data_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct userblk_queue *q = iocb->ki_filp->private_data;
+	size_t pos, len, want, n;
+	struct request *rq;
+	ssize_t ret;
+
+	rq = splice_hold(q, iocb->ki_pos, &pos);
+	if (IS_ERR(rq))
+		return PTR_ERR(rq);
+	if (!userblk_has_data_out(rq)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	len = blk_rq_bytes(rq);
+	want = pos < len ? min_t(size_t, len - pos, iov_iter_count(to)) : 0;
+	n = want ? userblk_copy_rq_iter(rq, pos, want, to, false) : 0;
+	ret = n ? n : (want ? -EFAULT : 0);
+	if (n)
+		iocb->ki_pos += n;
+out:
+	userblk_unhold(q, rq);
+	return ret;
+}
+
+/* A READ's data, in order: each write starts where the last one ended. */
+static ssize_t splice_data_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct userblk_queue *q = iocb->ki_filp->private_data;
+	size_t pos, len, want, n;
+	struct userblk_cmd *cmd;
+	struct request *rq;
+	ssize_t ret;
+
+	rq = splice_hold(q, iocb->ki_pos, &pos);
+	if (IS_ERR(rq))
+		return PTR_ERR(rq);
+	cmd = userblk_cmd(rq);
+	len = blk_rq_bytes(rq);
+	want = iov_iter_count(from);
+	ret = -EINVAL;
+	if (!userblk_has_data_in(rq)) {
+		userblk_reject(q, "data written for tag %u, which is not a READ",
+			       rq->tag);
+		goto out;
+	}
+	if (pos != cmd->filled || want > len - pos) {
+		userblk_reject(q, "tag %u: %zu bytes written at %zu; the READ has %u of %zu bytes",
+			       rq->tag, want, pos, cmd->filled, len);
+		goto out;
+	}
+	n = want ? userblk_copy_rq_iter(rq, pos, want, from, true) : 0;
+	cmd->filled += n;
+	ret = n ? n : (want ? -EFAULT : 0);
+	if (n)
+		iocb->ki_pos += n;
+out:
+	userblk_unhold(q, rq);
+	return ret;
+}
+
+static int splice_data_release(struct inode *inode, struct file *file)
+{
+	struct userblk_queue *q = file->private_data;
+
+	userblk_dev_put(q->dev);
+	return 0;
+}
+
+static const struct file_operations splice_data_fops = {
+	.owner		= THIS_MODULE,
+	.read_iter	= splice_data_read_iter,
+	.write_iter	= splice_data_write_iter,
+	.splice_read	= generic_file_splice_read,
+	.splice_write	= iter_file_splice_write,
+	.release	= splice_data_release,
+	.llseek		= no_llseek,
+};
+
+static int splice_data_fd(struct userblk_queue *q)
+{
+	struct file *f;
+	int fd;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0)
+		return fd;
+	f = anon_inode_getfile("[userblk-data]", &splice_data_fops, q, O_RDWR);
+	if (IS_ERR(f)) {
+		put_unused_fd(fd);
+		return PTR_ERR(f);
+	}
+	/* Positioned reads and writes (pread, splice with an offset). */
+	f->f_mode |= FMODE_PREAD | FMODE_PWRITE;
+	userblk_dev_get(q->dev);
+	fd_install(fd, f);
+	return fd;
+}
+
+static long splice_ioctl(struct file *file, unsigned int cmd,
+			 unsigned long arg)
+{
+	struct userblk_queue *q = file->private_data;
+
+	switch (cmd) {
+	case USERBLK_IOC_SPLICE_DATA_FD:
+		return arg ? -EINVAL : splice_data_fd(q);
+	default:
+		return -ENOTTY;
+	}
+}
+
+/* A READ answered 0 must have had every byte written. */
+static int splice_pull(struct userblk_queue *q, struct request *rq)
+{
+	u32 filled = userblk_cmd(rq)->filled;
+
+	if (likely(filled == blk_rq_bytes(rq)))
+		return 0;
+	userblk_reject(q, "tag %u: READ answered 0 with %u of %u bytes written",
+		       rq->tag, filled, blk_rq_bytes(rq));
+	return -EIO;
+}
+
+static const struct userblk_desc_ops splice_desc_ops = {
+	.pull		= splice_pull,
+};
+
+static ssize_t splice_read(struct file *file, char __user *buf, size_t count,
+			   loff_t *ppos)
+{
+	return userblk_desc_read(file, buf, count, &splice_desc_ops);
+}
+
+static ssize_t splice_write(struct file *file, const char __user *buf,
+			    size_t count, loff_t *ppos)
+{
+	return userblk_desc_write(file, buf, count, &splice_desc_ops);
+}
+
+static const struct file_operations splice_fops = {
+	.owner		= THIS_MODULE,
+	.read		= splice_read,
+	.write		= splice_write,
+	.poll		= userblk_desc_poll,
+	.unlocked_ioctl	= splice_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.release	= userblk_queue_release,
+	.llseek		= noop_llseek,
+};
+
+static const struct blk_mq_ops splice_mq_ops = {
+	.queue_rq	= userblk_queue_rq,
+	.commit_rqs	= userblk_commit_rqs,
+	.timeout	= userblk_timeout,
+	.init_hctx	= userblk_init_hctx,
+};
+
+const struct userblk_transport userblk_splice_transport = {
+	.name		= "splice",
+	.mode		= USERBLK_MODE_SPLICE,
+	.mq_ops		= &splice_mq_ops,
+	.fops		= &splice_fops,
+};
