@@ -1,8 +1,11 @@
 // userblk: create, list and delete userblk devices, and serve them (the daemon).
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -18,6 +21,7 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +65,7 @@ struct AddOptions {
     std::string features;
     std::optional<std::uint32_t> id;
     std::string poll_us = "0";
+    std::string socket = "unix";
     bool daemon = false;
     std::string stats_json;
     std::string pid_file;
@@ -71,6 +76,7 @@ struct AddOptions {
 struct Launch {
     const TransportEntry* transport = nullptr;
     const BackendEntry* backend = nullptr;
+    decltype(BackendConfig::options) backend_options; ///< from --backend NAME:KEY=VALUE,...
     DeviceConfig cfg;
     std::string stats_path; ///< absolute, or empty
     std::string pid_path;   ///< absolute, or empty
@@ -269,32 +275,41 @@ private:
     SignalWatcher& watcher_;
 };
 
-bool write_stats(const Launch& launch, const Transport& transport) {
+/// Writes text to path through path.tmp and a rename, so a reader never sees half of it.
+/// Returns 0 or an errno.
+int write_atomically(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    int err = errno;
+    if (f != nullptr && std::fclose(f) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        ::unlink(tmp.c_str());
+        return err != 0 ? err : EIO;
+    }
+    return 0;
+}
+
+/// Writes the statistics document to path (--stats-json, or the runtime directory's).
+bool write_stats(const std::string& path, const Launch& launch, const Transport& transport) {
     const DeviceStats* stats = transport.stats();
     if (stats == nullptr) {
         return true;
     }
     std::string doc = stats_document(*stats, transport.info(), launch.transport->name,
                                      launch.backend != nullptr ? launch.backend->name : "-");
-    // Written aside and renamed, so a reader never sees half a document.
-    std::string tmp = launch.stats_path + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "w");
-    bool ok = f != nullptr && std::fwrite(doc.data(), 1, doc.size(), f) == doc.size();
-    int err = errno;
-    if (f != nullptr && std::fclose(f) != 0) {
-        ok = false;
-        err = errno;
+    if (int err = write_atomically(path, doc); err != 0) {
+        log_error("cannot write statistics to %s: %s", path.c_str(), std::strerror(err));
+        return false;
     }
-    if (ok && std::rename(tmp.c_str(), launch.stats_path.c_str()) != 0) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok) {
-        ::unlink(tmp.c_str());
-        log_error("cannot write statistics to %s: %s", launch.stats_path.c_str(),
-                  std::strerror(err));
-    }
-    return ok;
+    return true;
 }
 
 /// Writes the serving process's pid to path (for the harness's CPU accounting); removes it when
@@ -327,14 +342,152 @@ private:
     std::string path_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// The runtime directory: which process serves which device, for `userblk stats`
+
+/// Where serving daemons record themselves: $USERBLK_RUNTIME_DIR, else /run/userblk.
+std::string runtime_dir() {
+    const char* env = std::getenv("USERBLK_RUNTIME_DIR");
+    return env != nullptr && *env != '\0' ? std::string(env) : std::string("/run/userblk");
+}
+
+/// The name of device id's entries: "<id>" for a userblk.ko device, "<transport>-<id>" for a
+/// transport with ids of its own (ublk).
+std::string runtime_name(const TransportEntry* transport, std::uint32_t id) {
+    if (transport != nullptr && transport->remove != nullptr) {
+        return std::string(transport->name) + "-" + std::to_string(id);
+    }
+    return std::to_string(id);
+}
+
+/// <dir>/<name>.pid: "<pid> <start time>\n" of the daemon serving the device.
+std::string runtime_pid_path(const std::string& name) {
+    return runtime_dir() + "/" + name + ".pid";
+}
+
+/// <dir>/<name>.stats.json: the statistics that daemon writes on SIGUSR1.
+std::string runtime_stats_path(const std::string& name) {
+    return runtime_dir() + "/" + name + ".stats.json";
+}
+
+/// A process's start time (field 22 of /proc/PID/stat, clock ticks after boot): with the pid it
+/// names one process, even after the pid is reused. nullopt if there is no such process.
+std::optional<std::uint64_t> process_start_time(pid_t pid) {
+    std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    if (f == nullptr) {
+        return std::nullopt;
+    }
+    char buf[1024];
+    std::size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    std::fclose(f);
+    std::string_view stat(buf, n);
+    // The command name (field 2) is in parentheses and may hold anything: count after the last ')'.
+    auto paren = stat.rfind(')');
+    if (paren == std::string_view::npos) {
+        return std::nullopt;
+    }
+    stat.remove_prefix(paren + 1);
+    for (int field = 3; field < 22; ++field) { // from the space before field 3 to field 22's
+        auto sep = stat.find(' ', 1);
+        if (sep == std::string_view::npos) {
+            return std::nullopt;
+        }
+        stat.remove_prefix(sep);
+    }
+    stat.remove_prefix(1);
+    std::uint64_t start = 0;
+    auto [ptr, ec] = std::from_chars(stat.data(), stat.data() + stat.size(), start);
+    if (ec != std::errc()) {
+        return std::nullopt;
+    }
+    return start;
+}
+
+/// This daemon's entry in the runtime directory while it serves: <id>.pid, and <id>.stats.json
+/// written on SIGUSR1. Removed when the daemon stops serving; a daemon that is killed leaves it,
+/// and `userblk stats` then finds the recorded process gone and calls the entry stale.
+class RuntimeRecord {
+public:
+    RuntimeRecord() = default;
+    RuntimeRecord(const RuntimeRecord&) = delete;
+    RuntimeRecord& operator=(const RuntimeRecord&) = delete;
+    ~RuntimeRecord() { remove(); }
+
+    /// Records this process as the server of the device named name (runtime_name()). A failure
+    /// is logged, not fatal: only `userblk stats` needs the record.
+    void publish(const std::string& name) {
+        std::lock_guard lock(mutex_);
+        std::string dir = runtime_dir();
+        auto start = process_start_time(::getpid());
+        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+            log_error("cannot create %s: %s; `userblk stats` will not find this daemon",
+                      dir.c_str(), std::strerror(errno));
+            return;
+        }
+        std::string record =
+            std::to_string(::getpid()) + " " + std::to_string(start.value_or(0)) + "\n";
+        std::string pid_path = runtime_pid_path(name);
+        ::unlink(runtime_stats_path(name).c_str()); // a killed predecessor's
+        if (int err = write_atomically(pid_path, record); err != 0) {
+            log_error("cannot write %s: %s; `userblk stats` will not find this daemon",
+                      pid_path.c_str(), std::strerror(err));
+            return;
+        }
+        pid_path_ = std::move(pid_path);
+        stats_path_ = runtime_stats_path(name);
+        record_ = std::move(record);
+    }
+
+    /// Runs write(path of <id>.stats.json) unless the record is not (or no longer) published.
+    void with_stats_path(const std::function<void(const std::string&)>& write) {
+        std::lock_guard lock(mutex_);
+        if (!stats_path_.empty()) {
+            write(stats_path_);
+        }
+    }
+
+    /// Removes the entry, unless another daemon has taken the id over since.
+    void remove() {
+        std::lock_guard lock(mutex_);
+        if (pid_path_.empty()) {
+            return;
+        }
+        std::string now;
+        if (std::FILE* f = std::fopen(pid_path_.c_str(), "r"); f != nullptr) {
+            char buf[64];
+            now.assign(buf, std::fread(buf, 1, sizeof(buf), f));
+            std::fclose(f);
+        }
+        if (now == record_) {
+            ::unlink(stats_path_.c_str());
+            ::unlink(pid_path_.c_str());
+        }
+        pid_path_.clear();
+        stats_path_.clear();
+    }
+
+private:
+    std::mutex mutex_;
+    std::string pid_path_;
+    std::string stats_path_;
+    std::string record_;
+};
+
 /// Creates the device, serves it until a signal or its deletion, then deletes it. Exit code.
 int serve_device(const Launch& launch, Reporter& reporter) {
     SignalWatcher watcher; // first: every thread after it has the signals blocked
     PidFile pid_file(launch.pid_path);
+    RuntimeRecord runtime; // before the snapshot hook that uses it
 
     std::unique_ptr<Backend> backend;
     if (launch.backend != nullptr) {
-        BackendConfig bcfg{launch.cfg.size, launch.cfg.block_size, launch.cfg.nr_queues};
+        BackendConfig bcfg;
+        bcfg.size = launch.cfg.size;
+        bcfg.block_size = launch.cfg.block_size;
+        bcfg.nr_queues = launch.cfg.nr_queues;
+        bcfg.max_io_bytes = launch.cfg.max_io_bytes;
+        bcfg.options = launch.backend_options;
         auto made = launch.backend->make(bcfg);
         if (!made.ok()) {
             reporter.failed(made.status().message());
@@ -348,17 +501,22 @@ int serve_device(const Launch& launch, Reporter& reporter) {
         return kExitFailure;
     }
     SnapshotHook snapshots(watcher, [&] {
-        if (launch.stats_path.empty()) {
-            log_error("SIGUSR1: no --stats-json FILE to write the statistics to");
-            return;
+        // For `userblk stats` (the runtime directory) and for --stats-json.
+        runtime.with_stats_path(
+            [&](const std::string& path) { write_stats(path, launch, *transport); });
+        if (!launch.stats_path.empty()) {
+            write_stats(launch.stats_path, launch, *transport);
         }
-        write_stats(launch, *transport);
     });
     bool ready = false;
     Status served = transport->serve(watcher.token(), [&](const DeviceInfo& info) {
         ready = true;
+        if (transport->stats() != nullptr) { // a daemon with statistics (not a reference)
+            runtime.publish(runtime_name(launch.transport, info.id));
+        }
         reporter.ready(info);
     });
+    runtime.remove(); // while the device, and so its id, is still ours
     Status removed = transport->destroy();
 
     int code = kExitOk;
@@ -374,7 +532,7 @@ int serve_device(const Launch& launch, Reporter& reporter) {
         code = kExitFailure;
     }
     snapshots.remove(); // the last statistics are the final ones, written once
-    if (!launch.stats_path.empty() && !write_stats(launch, *transport)) {
+    if (!launch.stats_path.empty() && !write_stats(launch.stats_path, launch, *transport)) {
         code = kExitFailure;
     }
     return code;
@@ -474,8 +632,26 @@ int cmd_add(const AddOptions& o) {
         return fail(kExitUsage, "unknown transport '" + o.transport +
                                     "'; valid transports: " + transport_names());
     }
-    bool needs_backend = launch.transport->make()->needs_backend();
-    if (!needs_backend) {
+    std::unique_ptr<Transport> probe = launch.transport->make();
+    bool needs_backend = probe->needs_backend();
+    std::span<const std::string_view> own = probe->own_backends();
+    if (!own.empty()) {
+        // It serves the backend by name with a server of its own (nbdkit): no Backend object.
+        std::string names;
+        for (std::string_view n : own) {
+            names += (names.empty() ? "" : ", ") + std::string(n);
+        }
+        std::string why;
+        auto spec = parse_backend_spec(o.backend, &why);
+        if (!spec || !spec->options.empty() ||
+            std::find(own.begin(), own.end(), spec->name) == own.end()) {
+            return fail(kExitUsage, "--backend: " + std::string(launch.transport->name) +
+                                        " serves the backends " + names +
+                                        " itself, without options" +
+                                        (o.backend.empty() ? "" : ", not '" + o.backend + "'"));
+        }
+        launch.cfg.backend = spec->name;
+    } else if (!needs_backend) {
         if (!o.backend.empty() && o.backend != "-") {
             return fail(kExitUsage, std::string(launch.transport->name) +
                                         " is served by the kernel alone: it takes no --backend");
@@ -483,9 +659,22 @@ int cmd_add(const AddOptions& o) {
     } else if (o.backend.empty()) {
         return fail(kExitUsage, "--backend is required for " + std::string(launch.transport->name) +
                                     "; valid backends: " + backend_names());
-    } else if (launch.backend = find_backend(o.backend); launch.backend == nullptr) {
-        return fail(kExitUsage,
-                    "unknown backend '" + o.backend + "'; valid backends: " + backend_names());
+    } else {
+        std::string why;
+        auto spec = parse_backend_spec(o.backend, &why);
+        if (!spec) {
+            return fail(kExitUsage, "invalid --backend '" + o.backend + "': " + why);
+        }
+        launch.backend = find_backend(spec->name);
+        if (launch.backend == nullptr) {
+            return fail(kExitUsage,
+                        "unknown backend '" + spec->name + "'; valid backends: " + backend_names());
+        }
+        if (Status st = check_backend_options(*launch.backend, spec->options); !st.ok()) {
+            return fail(kExitUsage, st.message());
+        }
+        launch.backend_options = std::move(spec->options);
+        launch.cfg.backend = spec->name;
     }
     auto poll_us = parse_poll_us(o.poll_us);
     if (!poll_us) {
@@ -497,6 +686,25 @@ int cmd_add(const AddOptions& o) {
         return fail(kExitUsage, "--poll-us: the " + std::string(launch.transport->name) +
                                     " transport does not poll; transports that poll: " +
                                     polling_transport_names());
+    }
+    auto socket = parse_socket_kind(o.socket);
+    if (!socket) {
+        return fail(kExitUsage, "invalid --socket '" + o.socket + "': expected unix or tcp");
+    }
+    if (*socket != SocketKind::unix_stream &&
+        describe_transport(*launch.transport).get("sockets").value_or("").find(o.socket) ==
+            std::string::npos) {
+        std::string with;
+        for (const auto& t : transports()) {
+            if (describe_transport(t).get("sockets").value_or("").find(o.socket) !=
+                std::string::npos) {
+                with += (with.empty() ? "" : ", ") + std::string(t.name);
+            }
+        }
+        return fail(kExitUsage, "--socket " + o.socket + ": the " +
+                                    std::string(launch.transport->name) +
+                                    " transport has no socket to a server; transports with one: " +
+                                    (with.empty() ? "none" : with));
     }
     const char* kSizeHelp = "expected a number of bytes with an optional K, M, G or T suffix";
     auto size = parse_size(o.size);
@@ -526,6 +734,7 @@ int cmd_add(const AddOptions& o) {
     launch.cfg.features = *features;
     launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
     launch.cfg.poll_us = *poll_us;
+    launch.cfg.socket = *socket;
     // The daemon changes to /: make paths absolute first.
     std::error_code ec;
     if (!o.stats_json.empty()) {
@@ -567,7 +776,20 @@ int cmd_list() {
     return kExitOk;
 }
 
-int cmd_del(std::uint32_t id) {
+int cmd_del(std::uint32_t id, const std::string& transport) {
+    if (!transport.empty()) {
+        const TransportEntry* t = find_transport(transport);
+        if (t == nullptr) {
+            return fail(kExitUsage, "unknown transport '" + transport +
+                                        "'; valid transports: " + transport_names());
+        }
+        if (t->remove != nullptr) { // its devices are not userblk.ko's (ublk)
+            if (Status st = t->remove(id); !st.ok()) {
+                return fail(kExitFailure, st.message());
+            }
+            return kExitOk;
+        }
+    }
     auto control = ControlDevice::open();
     if (!control.ok()) {
         return fail(kExitFailure, control.status().message());
@@ -576,6 +798,100 @@ int cmd_del(std::uint32_t id) {
         return fail(kExitFailure, st.message());
     }
     return kExitOk;
+}
+
+/// One version of a file (inode and mtime): each document written and renamed is a new one.
+struct FileVersion {
+    bool exists = false;
+    ino_t ino = 0;
+    timespec mtime{};
+    bool operator==(const FileVersion& o) const {
+        return exists == o.exists && ino == o.ino && mtime.tv_sec == o.mtime.tv_sec &&
+               mtime.tv_nsec == o.mtime.tv_nsec;
+    }
+};
+
+FileVersion file_version(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return {};
+    }
+    return {true, st.st_ino, st.st_mtim};
+}
+
+/// `userblk stats ID`: asks the daemon serving ID for its statistics (SIGUSR1) and prints the
+/// document it writes into the runtime directory.
+int cmd_stats(std::uint32_t id, const std::string& transport, double timeout_s) {
+    const TransportEntry* t = nullptr;
+    if (!transport.empty() && (t = find_transport(transport)) == nullptr) {
+        return fail(kExitUsage, "unknown transport '" + transport +
+                                    "'; valid transports: " + transport_names());
+    }
+    const std::string name = runtime_name(t, id);
+    const std::string dev =
+        (t != nullptr && t->remove != nullptr ? transport + " device " : std::string("device ")) +
+        std::to_string(id);
+    std::string pid_path = runtime_pid_path(name);
+    std::FILE* f = std::fopen(pid_path.c_str(), "r");
+    if (f == nullptr) {
+        if (errno == ENOENT) {
+            return fail(kExitFailure, "no daemon serves " + dev + ": " + pid_path +
+                                          " does not exist (`userblk add` records itself there "
+                                          "while it serves; `userblk list` shows the devices)");
+        }
+        return fail(kExitFailure, "cannot read " + pid_path + ": " + std::strerror(errno));
+    }
+    long long pid = 0;
+    unsigned long long start = 0;
+    int fields = std::fscanf(f, "%lld %llu", &pid, &start);
+    std::fclose(f);
+    if (fields != 2 || pid <= 0 || pid > INT32_MAX) {
+        return fail(kExitFailure, pid_path + " is not a userblk daemon's record (\"<pid> <start "
+                                             "time>\"): remove it");
+    }
+    auto daemon = static_cast<pid_t>(pid);
+    const std::string who = "the daemon of " + dev + " (pid " + std::to_string(pid) + ")";
+    if (process_start_time(daemon) != start) {
+        return fail(kExitFailure, "stale " + pid_path + ": " + who +
+                                      " is gone (killed?); the device may be dead: `userblk "
+                                      "list`, `userblk del " +
+                                      std::to_string(id) + "`");
+    }
+    std::string stats_path = runtime_stats_path(name);
+    FileVersion before = file_version(stats_path);
+    if (::kill(daemon, SIGUSR1) != 0) {
+        return fail(kExitFailure,
+                    "cannot signal " + who + ": " + std::strerror(errno) + " (run as root?)");
+    }
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(timeout_s));
+    while (true) {
+        FileVersion now = file_version(stats_path);
+        if (now.exists && !(now == before)) {
+            break;
+        }
+        if (process_start_time(daemon) != start) {
+            return fail(kExitFailure, who + " exited before it wrote its statistics");
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+            char secs[32];
+            std::snprintf(secs, sizeof(secs), "%g", timeout_s);
+            return fail(kExitFailure, who + " wrote no statistics to " + stats_path + " within " +
+                                          secs + " s of SIGUSR1");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    f = std::fopen(stats_path.c_str(), "r");
+    if (f == nullptr) { // the daemon exited and removed it in between
+        return fail(kExitFailure, "cannot read " + stats_path + ": " + std::strerror(errno));
+    }
+    char buf[8192];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) {
+        std::fwrite(buf, 1, n, stdout);
+    }
+    std::fclose(f);
+    return std::fflush(stdout) == 0 ? kExitOk : kExitFailure;
 }
 
 int dump_transport(const std::string& name) {
@@ -627,9 +943,10 @@ int run(int argc, char** argv) {
         ->required()
         ->option_text("NAME");
     add->add_option("--backend", add_opts.backend,
-                    "Backend (see --list-backends); required except for the kernel-only "
+                    "Backend (see --list-backends) and its options, e.g. file:path=/tmp/disk.img "
+                    "(keys: options= in --dump-backend NAME); required except for the kernel-only "
                     "references null_blk and brd")
-        ->option_text("NAME");
+        ->option_text("NAME[:KEY=VALUE,...]");
     add->add_option("--size", add_opts.size,
                     "Device size in bytes; K, M, G, T suffixes are "
                     "powers of 1024")
@@ -661,11 +978,18 @@ int run(int argc, char** argv) {
                     "transports that poll (polling=1 in --dump-transport); 0: never")
         ->capture_default_str()
         ->option_text("N");
+    add->add_option("--socket", add_opts.socket,
+                    "How the kernel reaches the NBD server, for transports that have one "
+                    "(sockets= in --dump-transport: nbd, nbdkit): unix (a UNIX socket) or tcp "
+                    "(TCP over 127.0.0.1)")
+        ->capture_default_str()
+        ->option_text("unix|tcp");
     add->add_flag("--daemon", add_opts.daemon,
                   "Serve in the background: print \"<id> <path>\" and exit 0 once the daemon "
                   "serves the device, or exit 1 with its error");
     add->add_option("--stats-json", add_opts.stats_json,
-                    "Write the statistics as JSON to FILE when the daemon exits, and on SIGUSR1")
+                    "Write the statistics as JSON to FILE when the daemon exits, and on SIGUSR1 "
+                    "(`userblk stats ID` prints them without it)")
         ->option_text("FILE");
     add->add_option("--pid-file", add_opts.pid_file,
                     "Write the serving process's pid to FILE while it serves")
@@ -681,6 +1005,29 @@ int run(int argc, char** argv) {
     std::uint32_t del_id = 0;
     CLI::App* del = app.add_subcommand("del", "Delete a device (its daemon then exits 0)");
     del->add_option("id", del_id, "Device id")->required();
+    std::string del_transport;
+    del->add_option("--transport", del_transport,
+                    "The device's transport, for one whose devices are not userblk.ko's (ublk: "
+                    "its own ids and control device); default: a userblk.ko device")
+        ->option_text("NAME");
+
+    std::uint32_t stats_id = 0;
+    std::string stats_transport;
+    double stats_timeout_s = 5;
+    CLI::App* stats = app.add_subcommand(
+        "stats", "Print the live statistics (JSON, docs/results-schema.md) of the daemon serving "
+                 "a device: it is asked with SIGUSR1 and writes them to " +
+                     runtime_dir() + "/<id>.stats.json");
+    stats->add_option("id", stats_id, "Device id")->required();
+    stats
+        ->add_option("--transport", stats_transport,
+                     "The device's transport, for one whose devices are not userblk.ko's (ublk: "
+                     "its own ids; the entries are then <transport>-<id>.*); default: a "
+                     "userblk.ko device")
+        ->option_text("NAME");
+    stats->add_option("--timeout", stats_timeout_s, "Seconds to wait for the daemon's answer")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
 
     try {
         app.parse(argc, argv);
@@ -718,7 +1065,10 @@ int run(int argc, char** argv) {
         return cmd_list();
     }
     if (*del) {
-        return cmd_del(del_id);
+        return cmd_del(del_id, del_transport);
+    }
+    if (*stats) {
+        return cmd_stats(stats_id, stats_transport, stats_timeout_s);
     }
     std::fputs(app.help().c_str(), stderr);
     return kExitUsage;

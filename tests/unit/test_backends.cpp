@@ -1,4 +1,5 @@
-// Backends: null and ram, the default Backend members, and the shared pipe adapter.
+// Backends: every registered one, null and ram, the default Backend members, and the shared pipe
+// adapter. The file and forward backends have their own files.
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "backend_fixtures.h"
 #include "core/io.h"
 #include "core/unique_fd.h"
 #include "test_util.h"
@@ -28,13 +30,21 @@ constexpr std::uint64_t kMiB = 1 << 20;
 class EveryBackend : public ::testing::TestWithParam<std::string_view> {};
 
 TEST_P(EveryBackend, ReportsItsSize) {
-    BackendWithQueue b(GetParam(), 3 * kMiB);
+    test::ReadyBackend ready(GetParam(), 3 * kMiB);
+    if (!ready.fixture.skip.empty()) {
+        GTEST_SKIP() << ready.fixture.skip;
+    }
+    BackendWithQueue& b = *ready.made;
     ASSERT_TRUE(b.queue);
     EXPECT_EQ(b.backend->size(), 3 * kMiB);
 }
 
 TEST_P(EveryBackend, RejectsRangesPastTheEnd) {
-    BackendWithQueue b(GetParam(), kMiB);
+    test::ReadyBackend ready(GetParam(), kMiB);
+    if (!ready.fixture.skip.empty()) {
+        GTEST_SKIP() << ready.fixture.skip;
+    }
+    BackendWithQueue& b = *ready.made;
     ASSERT_TRUE(b.queue);
     std::vector<std::byte> buf(4096);
     EXPECT_EQ(b.backend->read(*b.queue, kMiB - 2048, buf), -EINVAL);
@@ -44,10 +54,46 @@ TEST_P(EveryBackend, RejectsRangesPastTheEnd) {
 }
 
 TEST_P(EveryBackend, ZeroLengthIoAtTheEndIsFine) {
-    BackendWithQueue b(GetParam(), kMiB);
+    test::ReadyBackend ready(GetParam(), kMiB);
+    if (!ready.fixture.skip.empty()) {
+        GTEST_SKIP() << ready.fixture.skip;
+    }
+    BackendWithQueue& b = *ready.made;
     ASSERT_TRUE(b.queue);
     EXPECT_EQ(b.backend->read(*b.queue, kMiB, {}), 0);
     EXPECT_EQ(b.backend->write(*b.queue, kMiB, {}, 0), 0);
+}
+
+TEST_P(EveryBackend, RejectsAnOptionItDoesNotTake) {
+    const BackendEntry* entry = find_backend(GetParam());
+    ASSERT_NE(entry, nullptr);
+    auto made = entry->make(BackendConfig{kMiB, 512, 1, 0, {{"bogus", "1"}}});
+    ASSERT_FALSE(made.ok());
+    EXPECT_EQ(made.status().error_number(), EINVAL);
+    EXPECT_NE(made.status().message().find("unknown option 'bogus'"), std::string::npos)
+        << made.status().message();
+    EXPECT_NE(made.status().message().find(std::string(GetParam()) + " takes"), std::string::npos)
+        << made.status().message();
+}
+
+// The pipe path moves the data either natively (it never enters the daemon's memory: nothing
+// counted) or through the shared adapter (every byte counted): native_pipe() says which.
+TEST_P(EveryBackend, PipePathCountsAdapterBytesUnlessNative) {
+    test::ReadyBackend ready(GetParam(), kMiB);
+    if (!ready.fixture.skip.empty()) {
+        GTEST_SKIP() << ready.fixture.skip;
+    }
+    BackendWithQueue& b = *ready.made;
+    ASSERT_TRUE(b.queue);
+    auto data = pattern(8192, 12);
+    test::Pipe p;
+    ASSERT_TRUE(test::write_all(p.w.get(), data));
+    ASSERT_EQ(b.backend->write_from_pipe(*b.queue, p.r.get(), 16384, 8192, 0), 0);
+    ASSERT_EQ(b.backend->read_to_pipe(*b.queue, p.w.get(), 16384, 8192), 0);
+    EXPECT_EQ(test::read_n(p.r.get(), 8192).size(), 8192U);
+    std::uint64_t want = b.backend->native_pipe() ? 0 : 2 * 8192;
+    EXPECT_EQ(b.stats.adapter_copied_bytes.get(), want);
+    EXPECT_EQ(b.stats.user_data_bytes.get(), want);
 }
 
 std::vector<std::string_view> backend_names_list() {
@@ -148,7 +194,7 @@ TEST(RamBackend, DiscardAndWriteZeroesCheckBounds) {
 TEST(RamBackend, ConcurrentQueuesSeeTheirOwnWrites) {
     constexpr unsigned kQueues = 4;
     constexpr std::uint64_t kRegion = kMiB;
-    auto made = find_backend("ram")->make(BackendConfig{kQueues * kRegion, 512, kQueues});
+    auto made = find_backend("ram")->make(BackendConfig{kQueues * kRegion, 512, kQueues, 0, {}});
     ASSERT_TRUE(made.ok());
     std::unique_ptr<Backend> ram = std::move(made).value();
     DeviceStats stats(kQueues);

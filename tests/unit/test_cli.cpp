@@ -10,7 +10,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include "backend_fixtures.h"
 #include "core/registry.h"
+#include <csignal>
+#include <cstdlib>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,7 +88,7 @@ TEST(Cli, ListsTransportsAndBackends) {
     EXPECT_EQ(t.out, want);
     CliRun b = run({"--list-backends"});
     EXPECT_EQ(b.code, 0);
-    EXPECT_EQ(b.out, "null\nram\n");
+    EXPECT_EQ(b.out, "null\nram\nfile\nforward\n");
 }
 
 TEST(Cli, DumpTransportPrintsKeyValueLines) {
@@ -113,7 +116,9 @@ TEST(Cli, UnknownTransportListsTheValidOnesAndExits2) {
 TEST(Cli, BackendIsRequiredExactlyWhereItIsUsed) {
     CliRun missing = run({"add", "--transport", "copy", "--size", "1M"});
     EXPECT_EQ(missing.code, 2);
-    EXPECT_EQ(missing.err, "userblk: --backend is required for copy; valid backends: null, ram\n");
+    EXPECT_EQ(
+        missing.err,
+        "userblk: --backend is required for copy; valid backends: null, ram, file, forward\n");
     CliRun extra = run({"add", "--transport", "null_blk", "--backend", "ram", "--size", "1M"});
     EXPECT_EQ(extra.code, 2);
     EXPECT_EQ(extra.err,
@@ -133,8 +138,47 @@ TEST(Cli, ReferencesDescribeThemselvesAsKernelOnly) {
 TEST(Cli, UnknownBackendListsTheValidOnesAndExits2) {
     CliRun r = run({"add", "--transport", "copy", "--backend", "disk", "--size", "1G"});
     EXPECT_EQ(r.code, 2);
-    EXPECT_EQ(r.err, "userblk: unknown backend 'disk'; valid backends: null, ram\n");
+    EXPECT_EQ(r.err, "userblk: unknown backend 'disk'; valid backends: null, ram, file, forward\n");
     EXPECT_EQ(run({"--dump-backend", "disk"}).code, 2);
+}
+
+TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
+    CliRun bad = run({"add", "--transport", "copy", "--backend", "file:path", "--size", "1M"});
+    EXPECT_EQ(bad.code, 2);
+    EXPECT_EQ(bad.err, "userblk: invalid --backend 'file:path': expected KEY=VALUE, got 'path'\n");
+    CliRun none = run({"add", "--transport", "copy", "--backend", "ram:size=1", "--size", "1M"});
+    EXPECT_EQ(none.code, 2);
+    EXPECT_EQ(none.err,
+              "userblk: ram: unknown option 'size': Invalid argument (ram takes no options)\n");
+    CliRun typo = run({"add", "--transport", "copy", "--backend", "file:pth=/x", "--size", "1M"});
+    EXPECT_EQ(typo.code, 2);
+    EXPECT_EQ(typo.err,
+              "userblk: file: unknown option 'pth': Invalid argument (file takes: path)\n");
+    CliRun unknown = run({"add", "--transport", "copy", "--backend", "disk:x=1", "--size", "1M"});
+    EXPECT_EQ(unknown.code, 2);
+    EXPECT_EQ(unknown.err.rfind("userblk: unknown backend 'disk'; valid backends: ", 0), 0U)
+        << unknown.err;
+}
+
+TEST(Cli, DumpBackendListsItsOptions) {
+    for (auto [name, line] : {std::pair{"null", "\noptions=\n"},
+                              {"ram", "\noptions=\n"},
+                              {"file", "\noptions=path\n"},
+                              {"forward", "\noptions=host,port,export,timeout-ms\n"}}) {
+        CliRun r = run({"--dump-backend", name});
+        EXPECT_EQ(r.code, 0) << name;
+        EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+    }
+}
+
+TEST(Cli, ForwardWithoutAServerFailsBeforeTheDeviceExists) {
+    userblk::test::RefusingPort port;
+    CliRun r =
+        run({"add", "--transport", "copy", "--backend",
+             "forward:host=127.0.0.1,port=" + port.port_string() + ",export=", "--size", "1M"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.err, "userblk: forward: cannot connect to NBD server 127.0.0.1:" +
+                         port.port_string() + ": Connection refused\n");
 }
 
 TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
@@ -232,6 +276,121 @@ TEST(Cli, WithoutTheModuleEveryKernelCommandSaysSo) {
         EXPECT_EQ(r.err, kNoModule) << args.back();
         EXPECT_EQ(r.out, "") << args.back();
     }
+}
+
+// `userblk stats ID` finds the daemon serving ID in the runtime directory ($USERBLK_RUNTIME_DIR,
+// else /run/userblk): <id>.pid names it, <id>.stats.json is what it writes on SIGUSR1.
+class CliStats : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char dir[] = "/tmp/userblk-cli-runtime-XXXXXX";
+        ASSERT_NE(::mkdtemp(dir), nullptr);
+        dir_ = dir;
+        ::setenv("USERBLK_RUNTIME_DIR", dir_.c_str(), 1);
+    }
+    void TearDown() override {
+        ::unsetenv("USERBLK_RUNTIME_DIR");
+        std::filesystem::remove_all(dir_);
+    }
+    void write(const std::string& name, const std::string& text) {
+        std::ofstream(dir_ + "/" + name) << text;
+    }
+    /// Field 22 of /proc/PID/stat, as the CLI records it.
+    static std::string start_time(pid_t pid) {
+        std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+        std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+        std::string field;
+        for (int i = 3; i <= 22; ++i) {
+            rest >> field;
+        }
+        return field;
+    }
+    std::string dir_;
+};
+
+TEST_F(CliStats, NoDaemonForTheIdSaysSoAndExits1) {
+    CliRun r = run({"stats", "7"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(
+        r.err.rfind("userblk: no daemon serves device 7: " + dir_ + "/7.pid does not exist", 0), 0U)
+        << r.err;
+}
+
+TEST_F(CliStats, ARecordOfAProcessThatIsGoneIsStale) {
+    // This process, with another start time: a pid reused since the daemon died.
+    write("3.pid", std::to_string(::getpid()) + " 1\n");
+    CliRun r = run({"stats", "3"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.err.rfind("userblk: stale " + dir_ + "/3.pid: the daemon of device 3 (pid " +
+                              std::to_string(::getpid()) + ") is gone",
+                          0),
+              0U)
+        << r.err;
+    write("4.pid", "garbage\n");
+    CliRun g = run({"stats", "4"});
+    EXPECT_EQ(g.code, 1);
+    EXPECT_NE(g.err.find("is not a userblk daemon's record"), std::string::npos) << g.err;
+}
+
+TEST_F(CliStats, AsksTheDaemonWithSigusr1AndPrintsWhatItWrote) {
+    // A stand-in daemon: waits for SIGUSR1, then writes its document as the daemon does.
+    const std::string doc = "{\"schema\": \"userblk-stats/1\", \"total\": {}}\n";
+    const std::string stats = dir_ + "/5.stats.json";
+    write("5.stats.json", "{\"old\": true}\n"); // an earlier answer must not be taken
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &usr1, &old), 0);
+    pid_t child = ::fork();
+    if (child == 0) {
+        int sig = 0;
+        if (::sigwait(&usr1, &sig) == 0) {
+            std::ofstream(stats + ".tmp") << doc;
+            std::rename((stats + ".tmp").c_str(), stats.c_str());
+        }
+        ::pause(); // until killed, like a daemon that goes on serving
+        ::_exit(0);
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ASSERT_GT(child, 0);
+    write("5.pid", std::to_string(child) + " " + start_time(child) + "\n");
+    CliRun r = run({"stats", "5", "--timeout", "10"});
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, doc);
+    EXPECT_EQ(r.err, "");
+}
+
+TEST_F(CliStats, ADaemonThatDoesNotAnswerTimesOut) {
+    pid_t child = ::fork();
+    if (child == 0) {
+        ::signal(SIGUSR1, SIG_IGN);
+        ::pause();
+        ::_exit(0);
+    }
+    ASSERT_GT(child, 0);
+    // The child must ignore SIGUSR1 before it is sent: wait until /proc says so.
+    for (int i = 0; i < 500; ++i) {
+        std::string status = slurp("/proc/" + std::to_string(child) + "/status");
+        auto at = status.find("SigIgn:");
+        if (at != std::string::npos &&
+            (std::stoull(status.substr(at + 7), nullptr, 16) & (1ULL << (SIGUSR1 - 1))) != 0) {
+            break;
+        }
+        ::usleep(10000);
+    }
+    write("6.pid", std::to_string(child) + " " + start_time(child) + "\n");
+    CliRun r = run({"stats", "6", "--timeout", "0.3"});
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("wrote no statistics to " + dir_ + "/6.stats.json within 0.3 s"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(run({"stats"}).code, 2);
+    EXPECT_EQ(run({"stats", "--help"}).code, 0);
 }
 
 } // namespace

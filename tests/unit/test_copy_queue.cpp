@@ -210,7 +210,7 @@ TEST(CopyQueue, RunFailsClearlyOnABadFd) {
     Rig rig(-1);
     ASSERT_TRUE(rig.worker);
     Status st = rig.worker->run(std::stop_token{});
-    EXPECT_EQ(st.message(), "copy: read on queue 0 failed: Bad file descriptor");
+    EXPECT_EQ(st.message(), "copy: queue 0: read failed: Bad file descriptor");
 }
 
 std::vector<std::byte> recv_message(int fd) {

@@ -136,12 +136,12 @@ TEST(KmodTransport, CreateWithoutTheModuleFailsClearly) {
     if (module_loaded()) {
         GTEST_SKIP() << USERBLK_CONTROL_PATH << " exists: userblk.ko is loaded";
     }
-    auto backend = find_backend("null")->make(BackendConfig{1 << 20, 512, 1});
+    auto backend = find_backend("null")->make(BackendConfig{1 << 20, 512, 1, 0, {}});
     ASSERT_TRUE(backend.ok());
     for (const auto& entry : transports()) {
         auto t = entry.make();
-        if (!t->needs_backend()) {
-            continue; // kernel-only references do not use userblk.ko
+        if (describe_transport(entry).get("kernel") != "userblk") {
+            continue; // references and baselines (ublk, nbd) do not use userblk.ko
         }
         Status st = t->create(DeviceConfig{.size = 1 << 20}, backend.value().get());
         EXPECT_EQ(st.message(), "cannot open /dev/userblk-control: No such file or directory "

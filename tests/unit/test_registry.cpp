@@ -29,7 +29,7 @@ TEST(Registry, FindsKnownBackends) {
     for (const char* name : {"null", "ram"}) {
         const BackendEntry* b = find_backend(name);
         ASSERT_NE(b, nullptr) << name;
-        auto made = b->make(BackendConfig{1 << 20, 512, 1});
+        auto made = b->make(BackendConfig{1 << 20, 512, 1, 0, {}});
         ASSERT_TRUE(made.ok()) << made.status().message();
         EXPECT_EQ(made.value()->size(), 1U << 20);
     }
@@ -42,7 +42,7 @@ TEST(Registry, NamesForMessages) {
     }
     EXPECT_EQ(transport_names(), want);
     EXPECT_EQ(transport_names().rfind("copy, ", 0), 0U) << "the table starts with copy";
-    EXPECT_EQ(backend_names(), "null, ram");
+    EXPECT_EQ(backend_names(), "null, ram, file, forward");
 }
 
 TEST(Registry, NamesAreUnique) {
@@ -98,6 +98,8 @@ TEST(Registry, EveryBackendDescribesItself) {
         Capabilities caps = describe_backend(b);
         EXPECT_EQ(caps.get("name"), std::string(b.name));
         EXPECT_TRUE(caps.get("pipe_path").has_value()) << b.name;
+        EXPECT_TRUE(caps.get("options").has_value()) << b.name;
+        EXPECT_TRUE(caps.get("native_pipe").has_value()) << b.name;
     }
 }
 

@@ -21,13 +21,14 @@ struct BackendWithQueue {
     std::unique_ptr<Backend> backend;
     std::optional<BackendQueue> queue;
 
-    BackendWithQueue(std::string_view name, std::uint64_t size, std::uint32_t max_io = 64 * 1024) {
+    BackendWithQueue(std::string_view name, std::uint64_t size, std::uint32_t max_io = 64 * 1024,
+                     decltype(BackendConfig::options) options = {}) {
         const BackendEntry* entry = find_backend(name);
         if (entry == nullptr) {
             ADD_FAILURE() << "no backend " << name;
             return;
         }
-        auto b = entry->make(BackendConfig{size, 512, 1});
+        auto b = entry->make(BackendConfig{size, 512, 1, max_io, std::move(options)});
         if (!b.ok()) {
             ADD_FAILURE() << b.status().message();
             return;

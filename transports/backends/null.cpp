@@ -4,6 +4,7 @@
 
 #include "backends.h"
 #include "core/io.h"
+#include "options.h"
 
 namespace userblk {
 
@@ -45,6 +46,7 @@ public:
         caps.set_flag("write_zeroes", true);
         caps.set("pipe_path", "adapter");
         caps.set("locking", "none");
+        caps.set_flag("multi_conn", true); // nothing cached per queue: nbd may offer multi-conn
     }
 
 private:
@@ -54,6 +56,9 @@ private:
 } // namespace
 
 Result<std::unique_ptr<Backend>> make_null_backend(const BackendConfig& cfg) {
+    if (Status st = check_options("null", cfg.options, kNullOptions); !st.ok()) {
+        return st;
+    }
     return std::unique_ptr<Backend>(std::make_unique<NullBackend>(cfg.size));
 }
 

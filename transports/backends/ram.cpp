@@ -25,6 +25,7 @@
 #include "backends.h"
 #include "core/io.h"
 #include "core/size.h"
+#include "options.h"
 
 namespace userblk {
 
@@ -77,6 +78,7 @@ public:
         caps.set("discard_effect", "zeroes the range, frees whole pages");
         caps.set("pipe_path", "adapter");
         caps.set("locking", "none");
+        caps.set_flag("multi_conn", true); // every queue sees one memory: no per-queue cache
     }
 
 private:
@@ -113,6 +115,9 @@ private:
 
 Result<std::unique_ptr<Backend>> make_ram_backend(const BackendConfig& cfg) {
     static_assert(sizeof(std::size_t) >= sizeof(std::uint64_t), "ram needs a 64-bit address space");
+    if (Status st = check_options("ram", cfg.options, kRamOptions); !st.ok()) {
+        return st;
+    }
     auto memory = Mapping::anonymous(static_cast<std::size_t>(cfg.size), true,
                                      "ram: memory for a " + format_size(cfg.size) + " device");
     if (!memory.ok()) {

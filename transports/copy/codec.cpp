@@ -31,9 +31,9 @@ ParseStatus RequestParser::next(Request& out) noexcept {
     left -= sizeof(userblk_io_desc);
     const std::uint8_t op = out.desc.op;
     const std::uint32_t len = out.desc.len;
-    if (op != USERBLK_OP_WRITE) {
+    if (op != USERBLK_OP_WRITE || !inline_data_) {
         pos_ += sizeof(userblk_io_desc);
-        if (op == USERBLK_OP_READ && len > max_io_) {
+        if ((op == USERBLK_OP_READ || op == USERBLK_OP_WRITE) && len > max_io_) {
             return ParseStatus::invalid; // its extent is known: the batch goes on
         }
         return ParseStatus::request;

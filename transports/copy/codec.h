@@ -45,8 +45,11 @@ enum class ParseStatus : std::uint8_t {
 /// Walks the entries of one read() batch in place.
 class RequestParser {
 public:
-    RequestParser(std::span<std::byte> batch, std::uint32_t max_io_bytes) noexcept
-        : batch_(batch), max_io_(max_io_bytes) {}
+    /// inline_data: a WRITE's data follows its descriptor (copy); false for the transports whose
+    /// read() returns descriptors only (pipe, splice).
+    RequestParser(std::span<std::byte> batch, std::uint32_t max_io_bytes,
+                  bool inline_data = true) noexcept
+        : batch_(batch), max_io_(max_io_bytes), inline_data_(inline_data) {}
 
     /// The next entry into out (see ParseStatus).
     ParseStatus next(Request& out) noexcept;
@@ -56,6 +59,7 @@ public:
 private:
     std::span<std::byte> batch_;
     std::uint32_t max_io_;
+    bool inline_data_;
     std::size_t pos_ = 0;
 };
 

@@ -41,21 +41,6 @@ private:
     }
 };
 
-/// Completions go to the queue fd.
-class FdSink final : public copy::CompletionSink {
-public:
-    explicit FdSink(int fd) : fd_(fd) {}
-    ssize_t write(std::span<const std::byte> bytes) noexcept override {
-        ssize_t n = ::write(fd_, bytes.data(), bytes.size());
-        return n < 0 ? -errno : n;
-    }
-
-private:
-    int fd_;
-};
-
-constexpr std::uint32_t kMaxNotes = 16;
-
 } // namespace
 
 std::unique_ptr<Transport> make_copy_transport() {
@@ -65,60 +50,12 @@ std::unique_ptr<Transport> make_copy_transport() {
 namespace copy {
 
 Result<std::unique_ptr<CopyQueue>> CopyQueue::create(KmodQueue& q) {
-    std::size_t size = queue_buffer_size(q.device.max_io_bytes, q.device.queue_depth);
-    std::string what = "copy: queue " + std::to_string(q.id);
-    auto requests = Mapping::anonymous(size, false, what + " request buffer");
-    if (!requests.ok()) {
-        return requests.status();
+    auto buffers = QueueBuffers::allocate(
+        q, queue_buffer_size(q.device.max_io_bytes, q.device.queue_depth), "copy");
+    if (!buffers.ok()) {
+        return buffers.status();
     }
-    auto completions = Mapping::anonymous(size, false, what + " completion buffer");
-    if (!completions.ok()) {
-        return completions.status();
-    }
-    return std::unique_ptr<CopyQueue>(
-        new CopyQueue(q, std::move(requests).value(), std::move(completions).value()));
-}
-
-CopyQueue::CopyQueue(KmodQueue& q, Mapping requests, Mapping completions)
-    : q_(q), requests_(std::move(requests)), completions_(std::move(completions)),
-      // Every tag is answered at most once per batch: depth entries (at least one).
-      entry_sizes_(std::max<std::uint32_t>(q.device.queue_depth, 1)),
-      batch_(completions_.bytes(), entry_sizes_) {}
-
-void CopyQueue::note(const char* what, int err, std::uint16_t tag) noexcept {
-    if (notes_ >= kMaxNotes) {
-        return;
-    }
-    ++notes_;
-    const char* text = ::strerrordesc_np(err); // no allocation, unlike strerror's friends
-    log_error("copy: queue %u: %s (tag %u): %s%s", q_.id, what, static_cast<unsigned>(tag),
-              text != nullptr ? text : "unknown error",
-              notes_ == kMaxNotes ? "; further problems on this queue are only counted" : "");
-}
-
-BatchResult CopyQueue::flush(CompletionSink& sink) noexcept {
-    if (batch_.entries() == 0) {
-        return {};
-    }
-    QueueStats& s = q_.stats;
-    SendResult sr = send_completions(batch_, sink);
-    s.write_calls.add(sr.write_calls);
-    QueueStats::count_batch(s.completion_batches, batch_.entries());
-    batch_.clear();
-    if (sr.rejected > 0) {
-        s.rejected_completions.add(sr.rejected);
-        note("completion refused", sr.first_error, sr.first_tag);
-    }
-    switch (sr.status) {
-    case SendStatus::sent:
-        return {};
-    case SendStatus::device_gone:
-        return {BatchStatus::device_gone, ENODEV};
-    case SendStatus::failed:
-        break;
-    }
-    s.protocol_errors.add();
-    return {BatchStatus::failed, sr.first_error};
+    return std::unique_ptr<CopyQueue>(new CopyQueue(q, std::move(buffers).value()));
 }
 
 BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept {
@@ -167,52 +104,7 @@ BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
             s.protocol_errors.add();
         }
     }
-    if (count > 0) {
-        QueueStats::count_batch(s.request_batches, count);
-    }
-    return flush(sink);
-}
-
-Status CopyQueue::run(std::stop_token stop) {
-    FdSink sink(q_.fd);
-    std::span<std::byte> buf = requests_.bytes();
-    QueueStats& s = q_.stats;
-    while (true) {
-        ssize_t n = ::read(q_.fd, buf.data(), buf.size());
-        s.read_calls.add();
-        if (n == 0) {
-            return {}; // the device was stopped or deleted: no request will come
-        }
-        if (n < 0) {
-            int err = errno;
-            if (err == EINTR && !stop.stop_requested()) {
-                continue;
-            }
-            if (err == EINTR || err == ENODEV) {
-                return {};
-            }
-            if (err == EAGAIN) { // a non-blocking queue fd: wait for requests
-                pollfd p{q_.fd, POLLIN, 0};
-                s.wait_calls.add();
-                if (::poll(&p, 1, -1) < 0 && errno != EINTR) {
-                    return Status::from_errno(errno, "copy: poll on queue " +
-                                                         std::to_string(q_.id) + " failed");
-                }
-                continue;
-            }
-            return Status::from_errno(err,
-                                      "copy: read on queue " + std::to_string(q_.id) + " failed");
-        }
-        BatchResult r = handle_batch(buf.first(static_cast<std::size_t>(n)), sink);
-        if (r.status == BatchStatus::device_gone) {
-            return {};
-        }
-        if (r.status == BatchStatus::failed) {
-            return Status::from_errno(
-                r.error, "copy: write of completions on queue " + std::to_string(q_.id) + " failed",
-                "the kernel applied part of an entry");
-        }
-    }
+    return end_batch(count, sink);
 }
 
 } // namespace copy

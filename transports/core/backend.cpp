@@ -111,6 +111,7 @@ int adapter_read_to_pipe(Backend& backend, BackendQueue& q, int pipe_fd, std::ui
         done += static_cast<std::size_t>(n);
     }
     q.stats().adapter_copied_bytes.add(len);
+    q.stats().user_data_bytes.add(len);
     return 0;
 }
 
@@ -146,6 +147,7 @@ int adapter_write_from_pipe(Backend& backend, BackendQueue& q, int pipe_fd, std:
         return r;
     }
     q.stats().adapter_copied_bytes.add(len);
+    q.stats().user_data_bytes.add(len);
     return 0;
 }
 

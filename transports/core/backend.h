@@ -3,8 +3,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "capabilities.h"
 #include "mapping.h"
@@ -20,6 +22,10 @@ struct BackendConfig {
     std::uint64_t size = 0;         ///< bytes
     std::uint32_t block_size = 512; ///< logical block size
     std::uint32_t nr_queues = 1;    ///< queues that will call the backend, one thread each
+    std::uint32_t max_io_bytes = 0; ///< largest request the backend will see (0: unknown)
+    /// The backend's own options, from `--backend NAME:KEY=VALUE,...` (e.g. file:path=/x). A
+    /// backend rejects a key it does not know with an error naming the keys it takes.
+    std::map<std::string, std::string, std::less<>> options;
 };
 
 /// A backend's own per-queue state (e.g. a file backend's pipe pair). Optional.
@@ -87,6 +93,10 @@ public:
     /// (adapter_write_from_pipe).
     virtual int write_from_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off, std::uint32_t len,
                                 std::uint32_t flags) noexcept;
+    /// Whether read_to_pipe()/write_from_pipe() move the data without it entering the daemon's
+    /// memory (splice to a file or socket). Transports that can use either path take the pipe
+    /// path exactly when this is true. Optional: default false (the shared adapter).
+    [[nodiscard]] virtual bool native_pipe() const noexcept { return false; }
     /// Sets up per-queue state (q.set_state()) before the queue's thread starts. Optional: none.
     virtual Status init_queue(BackendQueue& q);
     /// Appends key=value capability lines (after name= and summary=). Optional: none.
@@ -95,7 +105,7 @@ public:
 
 /// The shared pipe adapter: reads [off, off+len) through q.buffer() and writes it all to pipe_fd
 /// (waiting in poll() if the pipe is non-blocking and full). Counts len in
-/// q.stats().adapter_copied_bytes on success. len must fit q.buffer(). Returns 0 or -errno.
+/// q.stats().adapter_copied_bytes and user_data_bytes on success (the data entered user memory). len must fit q.buffer(). Returns 0 or -errno.
 int adapter_read_to_pipe(Backend& backend, BackendQueue& q, int pipe_fd, std::uint64_t off,
                          std::uint32_t len) noexcept;
 

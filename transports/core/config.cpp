@@ -53,6 +53,20 @@ std::optional<std::uint64_t> parse_features(std::string_view list, std::string* 
     }
 }
 
+std::string_view socket_kind_name(SocketKind kind) noexcept {
+    return kind == SocketKind::tcp_loopback ? "tcp" : "unix";
+}
+
+std::optional<SocketKind> parse_socket_kind(std::string_view name) noexcept {
+    if (name == "unix") {
+        return SocketKind::unix_stream;
+    }
+    if (name == "tcp") {
+        return SocketKind::tcp_loopback;
+    }
+    return std::nullopt;
+}
+
 std::string_view feature_names() noexcept {
     return "flush, discard, write-zeroes, read-only";
 }

@@ -10,6 +10,13 @@
 
 namespace userblk {
 
+/// How a transport whose requests travel over a socket to an NBD server (nbd, nbdkit) connects
+/// it: `--socket unix|tcp`, for the transports that list the kind in sockets= (--dump-transport).
+enum class SocketKind : std::uint8_t {
+    unix_stream,  ///< a UNIX stream socket (a socket pair to our own server); the default
+    tcp_loopback, ///< TCP over 127.0.0.1 (TCP_NODELAY)
+};
+
 /// A device as the user asks for it; independent of how a transport sets it up.
 struct DeviceConfig {
     std::uint64_t size = 0;                    ///< bytes, a multiple of block_size
@@ -21,6 +28,11 @@ struct DeviceConfig {
     std::uint64_t features = 0;                ///< USERBLK_F_*
     std::uint32_t dev_id = USERBLK_DEV_ID_ANY; ///< wanted id, or any free one
     std::uint32_t poll_us = 0; ///< busy-poll budget for transports that poll (µs); 0 = never
+    /// The backend's registry name as given to --backend ("ram"), or empty. Transports that are
+    /// handed a Backend object need not read it; one that serves the backend by name with a
+    /// server of its own (nbdkit: Transport::own_backends()) gets no object, only this.
+    std::string backend{};
+    SocketKind socket = SocketKind::unix_stream; ///< for transports that talk NBD over a socket
 };
 
 /// A created device: its identity and the values in force (defaults resolved).
@@ -45,6 +57,11 @@ std::string_view feature_names() noexcept;
 
 /// A USERBLK_F_* mask as a comma-separated list ("none" for 0; unknown bits as "0x..").
 std::string format_features(std::uint64_t features);
+
+/// "unix" or "tcp" (the --socket values).
+std::string_view socket_kind_name(SocketKind kind) noexcept;
+/// The SocketKind of "unix" or "tcp"; nullopt for anything else.
+std::optional<SocketKind> parse_socket_kind(std::string_view name) noexcept;
 
 /// "copy", "ring", "pipe", "splice", or "mode<N>" for a mode this build does not know.
 std::string mode_name(std::uint32_t mode);

@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include <unistd.h>
+
 namespace userblk {
 
 namespace {
@@ -81,6 +83,27 @@ int execute_pipe(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
         }
     }
     return finish(q, desc, r);
+}
+
+int pio_exact(int fd, std::span<std::byte> buf, std::uint64_t off, bool write,
+              std::uint64_t* calls) noexcept {
+    std::size_t done = 0;
+    while (done < buf.size()) {
+        const auto at = static_cast<off_t>(off + done);
+        ssize_t n = write ? ::pwrite(fd, buf.data() + done, buf.size() - done, at)
+                          : ::pread(fd, buf.data() + done, buf.size() - done, at);
+        if (calls != nullptr) {
+            ++*calls;
+        }
+        if (n > 0) {
+            done += static_cast<std::size_t>(n);
+        } else if (n == 0) {
+            return -EIO; // end of file, or a device that took nothing
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
 }
 
 } // namespace userblk

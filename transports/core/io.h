@@ -27,4 +27,9 @@ int execute(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
 int execute_pipe(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
                  int pipe_fd) noexcept;
 
+/// pread()s or pwrite()s (write) all of buf at off of fd, retrying short transfers and EINTR.
+/// Returns 0, -EIO if the file ended first, or -errno. *calls, if given, counts the syscalls.
+int pio_exact(int fd, std::span<std::byte> buf, std::uint64_t off, bool write,
+              std::uint64_t* calls = nullptr) noexcept;
+
 } // namespace userblk

@@ -6,9 +6,12 @@
 #include <array>
 
 #include "backends/backends.h"
+#include "backends/options.h"
 #include "copy/copy.h"
+#include "pipe/pipe.h"
 #include "reference/reference.h"
 #include "ring/ring.h"
+#include "splice/splice.h"
 
 namespace userblk {
 
@@ -18,13 +21,17 @@ namespace {
 const std::array kTransports = {
     TransportEntry{"copy", "read()/write() on the queue fd; data copied by the kernel in the same syscalls", &make_copy_transport},
     TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
+    TransportEntry{"pipe", "descriptors as copy; a pipe per tag carries the data, which the backend can splice without touching it", &make_pipe_transport},
+    TransportEntry{"splice", "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket so forwarded data never enters the daemon", &make_splice_transport},
     TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
     TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
 };
 
 const std::array kBackends = {
-    BackendEntry{"null", "reads return zeros, writes are dropped: measures the transport alone", &make_null_backend},
-    BackendEntry{"ram",  "memory store, allocated up front and backed lazily", &make_ram_backend},
+    BackendEntry{"null", "reads return zeros, writes are dropped: measures the transport alone", &make_null_backend, kNullOptions},
+    BackendEntry{"ram",  "memory store, allocated up front and backed lazily", &make_ram_backend, kRamOptions},
+    BackendEntry{"file", "a regular file (file:path=FILE); splices between pipe and file", &make_file_backend, kFileOptions, &describe_file_backend},
+    BackendEntry{"forward", "a remote NBD server over TCP (forward:host=H,port=P,export=E); splices between pipe and socket", &make_forward_backend, kForwardOptions, &describe_forward_backend},
 };
 // clang-format on
 
@@ -102,11 +109,65 @@ Capabilities describe_backend(const BackendEntry& entry) {
     Capabilities caps;
     caps.set("name", entry.name);
     caps.set("summary", entry.summary);
+    caps.set("options", option_keys(entry.options));
+    if (entry.describe != nullptr) {
+        entry.describe(caps); // says native_pipe itself
+        return caps;
+    }
     auto backend = entry.make(BackendConfig{});
     if (backend.ok()) {
+        caps.set_flag("native_pipe", backend.value()->native_pipe());
         backend.value()->describe(caps);
     }
     return caps;
+}
+
+std::optional<BackendSpec> parse_backend_spec(std::string_view spec, std::string* error) {
+    auto fail = [&](std::string why) -> std::optional<BackendSpec> {
+        if (error != nullptr) {
+            *error = std::move(why);
+        }
+        return std::nullopt;
+    };
+    BackendSpec out;
+    std::size_t colon = spec.find(':');
+    out.name = std::string(spec.substr(0, colon));
+    if (out.name.empty()) {
+        return fail("expected NAME[:KEY=VALUE,...], got no name");
+    }
+    if (colon == std::string_view::npos) {
+        return out;
+    }
+    std::string_view rest = spec.substr(colon + 1);
+    if (rest.empty()) {
+        return fail("expected KEY=VALUE after '" + out.name + ":'");
+    }
+    while (true) {
+        std::size_t comma = rest.find(',');
+        std::string_view item = rest.substr(0, comma);
+        std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos || eq == 0) {
+            return fail("expected KEY=VALUE, got '" + std::string(item) + "'");
+        }
+        std::string_view key = item.substr(0, eq);
+        if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") !=
+            std::string_view::npos) {
+            return fail("invalid key '" + std::string(key) +
+                        "' (lower-case letters, digits, '-' and '_')");
+        }
+        if (!out.options.emplace(key, item.substr(eq + 1)).second) {
+            return fail("'" + std::string(key) + "' is given twice");
+        }
+        if (comma == std::string_view::npos) {
+            return out;
+        }
+        rest = rest.substr(comma + 1);
+    }
+}
+
+Status check_backend_options(const BackendEntry& entry,
+                             const decltype(BackendConfig::options)& options) {
+    return check_options(entry.name, options, entry.options);
 }
 
 } // namespace userblk

@@ -99,6 +99,7 @@ StatsSnapshot QueueStats::snapshot() const noexcept {
     s.read_calls = read_calls.get();
     s.write_calls = write_calls.get();
     s.wait_calls = wait_calls.get();
+    s.data_calls = data_calls.get();
     s.user_data_bytes = user_data_bytes.get();
     s.adapter_copied_bytes = adapter_copied_bytes.get();
     snapshot_batches(s.request_batches, request_batches);
@@ -117,6 +118,7 @@ void accumulate(StatsSnapshot& into, const StatsSnapshot& from) noexcept {
     into.read_calls += from.read_calls;
     into.write_calls += from.write_calls;
     into.wait_calls += from.wait_calls;
+    into.data_calls += from.data_calls;
     into.user_data_bytes += from.user_data_bytes;
     into.adapter_copied_bytes += from.adapter_copied_bytes;
     add_batches(into.request_batches, from.request_batches);
@@ -131,7 +133,8 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
          {{"io", s.io_errors},
           {"protocol", s.protocol_errors},
           {"rejected_completions", s.rejected_completions}}},
-        {"syscalls", {{"read", s.read_calls}, {"write", s.write_calls}, {"wait", s.wait_calls}}},
+        {"syscalls", {{"read", s.read_calls}, {"write", s.write_calls}, {"wait", s.wait_calls},
+                      {"data", s.data_calls}}},
         {"request_batches", batches_json(s.request_batches)},
         {"completion_batches", batches_json(s.completion_batches)},
         {"user_data_bytes", s.user_data_bytes},

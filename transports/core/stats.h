@@ -69,9 +69,12 @@ struct BasicStats {
     C read_calls{};           ///< read()/readv() syscalls on the queue fd
     C write_calls{};          ///< write()/writev() syscalls on the queue fd
     C wait_calls{};           ///< other syscalls to wait or wake (poll, ioctl), per transport
-    C user_data_bytes{};      ///< request data the transport moved through the daemon's memory
-                              ///< (WRITE data received, READ data sent); 0 on zero-copy paths
-    C adapter_copied_bytes{}; ///< bytes copied by the shared pipe adapter (not native paths)
+    C data_calls{};           ///< syscalls that move request data besides the queue fd's
+                              ///< (splice, pread, pwrite on a data fd or a pipe)
+    C user_data_bytes{};      ///< request data that entered the daemon's memory (WRITE data
+                              ///< received, READ data sent), by the transport or the pipe
+                              ///< adapter; 0 when data only passes through pipes in the kernel
+    C adapter_copied_bytes{}; ///< of which the shared pipe adapter copied (no native pipe path)
     BasicBatchStats<C> request_batches{};    ///< requests per received batch
     BasicBatchStats<C> completion_batches{}; ///< completions per sent batch
 };

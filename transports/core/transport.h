@@ -2,7 +2,9 @@
 #pragma once
 
 #include <functional>
+#include <span>
 #include <stop_token>
+#include <string_view>
 
 #include "backend.h"
 #include "capabilities.h"
@@ -43,6 +45,11 @@ public:
     /// Whether requests are served by a Backend; false for kernel-only reference devices.
     /// Optional: default true.
     [[nodiscard]] virtual bool needs_backend() const { return true; }
+    /// The backends this transport serves by name with a server of its own instead of through a
+    /// Backend object (nbdkit: its memory plugin for "ram", its null plugin for "null"). When not
+    /// empty, needs_backend() is false and create() reads the name from DeviceConfig::backend,
+    /// which `userblk add --backend` must give. Optional: default none.
+    [[nodiscard]] virtual std::span<const std::string_view> own_backends() const { return {}; }
 };
 
 } // namespace userblk

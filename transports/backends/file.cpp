@@ -1,0 +1,237 @@
+// The file backend: a regular file holding the device's bytes at the same offsets.
+//
+// Setup: path= (absolute: a daemon runs in /) is opened O_RDWR and created (mode 0644) if
+// missing. A file smaller than the device is extended with ftruncate() (sparse: the new range
+// reads as zeros and takes no space); a larger one is used for its first size bytes and never
+// shrunk. Anything but a regular file (a directory, a block device, a FIFO) is refused: a block
+// device could not be extended and would want O_DIRECT, which is another backend.
+//
+// Memory: none of its own; the data lives in the page cache. The memory path copies between the
+// caller's buffer and the cache with pread()/pwrite(). The pipe path (native_pipe()) splices, so
+// the data never enters the daemon's memory: splice(file -> pipe) gives the pipe references to
+// page-cache pages (no copy), splice(pipe -> file) copies the pipe's pages into the cache inside
+// the kernel. Neither counts adapter_copied_bytes.
+//
+// Concurrency: one fd shared by every queue, positional calls only (pread, pwrite, splice with an
+// offset, fallocate), so no lock and no per-queue state. Requests in flight at the same time on
+// overlapping ranges have no defined order, as on any block device; the page cache makes no
+// request atomic. A read spliced into a pipe holds references to cache pages until the
+// transport drains the pipe (no later than its completion), so only a write to the same range
+// that is itself in flight at that time can show in it: an unordered pair anyway.
+//
+// Durability: a completed write is in the page cache. flush is fdatasync(). A FUA write is
+// followed by fdatasync() before it completes, on both paths. fdatasync() writes back every dirty
+// page of the file, not only the request's range, so FUA costs more while other writes are
+// pending; no call makes just a range durable from user space (sync_file_range() writes neither
+// metadata nor the disk's cache), and pwritev2(RWF_DSYNC) exists for the memory path only: one
+// rule for both paths keeps them comparable.
+//
+// Discard punches a hole (fallocate PUNCH_HOLE|KEEP_SIZE: reads as zeros, frees the blocks), or
+// is EOPNOTSUPP where the file system cannot. Write-zeroes tries ZERO_RANGE, then PUNCH_HOLE,
+// then writes zero blocks (Backend::write_zeroes); what a file system refused once is not tried
+// again.
+#include <atomic>
+#include <cerrno>
+#include <string>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backends.h"
+#include "core/io.h"
+#include "core/pipes.h"
+#include "core/size.h"
+#include "core/unique_fd.h"
+#include "options.h"
+
+namespace userblk {
+
+namespace {
+
+class FileBackend final : public Backend {
+public:
+    FileBackend(unique_fd fd, std::uint64_t size) : fd_(std::move(fd)), size_(size) {}
+
+    [[nodiscard]] std::uint64_t size() const noexcept override { return size_; }
+
+    int read(BackendQueue& q, std::uint64_t off, std::span<std::byte> dst) noexcept override {
+        if (!range_ok(off, dst.size(), size_)) {
+            return -EINVAL;
+        }
+        std::uint64_t calls = 0; // -EIO at end of file: the file was shrunk behind our back
+        int r = pio_exact(fd_.get(), dst, off, false, &calls);
+        q.stats().data_calls.add(calls);
+        return r;
+    }
+
+    int write(BackendQueue& q, std::uint64_t off, std::span<const std::byte> src,
+              std::uint32_t flags) noexcept override {
+        if (!range_ok(off, src.size(), size_)) {
+            return -EINVAL;
+        }
+        // pio_exact() only reads from the span when writing.
+        std::span<std::byte> bytes(const_cast<std::byte*>(src.data()), src.size());
+        std::uint64_t calls = 0;
+        int r = pio_exact(fd_.get(), bytes, off, true, &calls);
+        q.stats().data_calls.add(calls);
+        return r != 0 ? r : finish_write(flags);
+    }
+
+    int flush(BackendQueue& /*q*/) noexcept override { return sync(); }
+
+    int discard(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept override {
+        if (!range_ok(off, len, size_)) {
+            return -EINVAL;
+        }
+        int r = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len, punch_ok_);
+        return r == -EOPNOTSUPP ? Backend::discard(q, off, len) : r;
+    }
+
+    int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept override {
+        if (!range_ok(off, len, size_)) {
+            return -EINVAL;
+        }
+        int r = fallocate_range(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len, zero_ok_);
+        if (r == -EOPNOTSUPP) {
+            r = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len, punch_ok_);
+        }
+        return r == -EOPNOTSUPP ? Backend::write_zeroes(q, off, len) : r;
+    }
+
+    int read_to_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off,
+                     std::uint32_t len) noexcept override {
+        if (!range_ok(off, len, size_)) {
+            return -EINVAL;
+        }
+        auto pos = static_cast<loff_t>(off);
+        std::size_t calls = 0; // -EIO at end of file: the file was shrunk behind our back
+        int r = splice_exact(fd_.get(), &pos, pipe_fd, nullptr, len, 0, &calls);
+        q.stats().data_calls.add(calls);
+        return r;
+    }
+
+    int write_from_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off, std::uint32_t len,
+                        std::uint32_t flags) noexcept override {
+        if (!range_ok(off, len, size_)) {
+            return -EINVAL;
+        }
+        auto pos = static_cast<loff_t>(off);
+        std::size_t calls = 0;
+        int r = splice_exact(pipe_fd, nullptr, fd_.get(), &pos, len, 0, &calls);
+        q.stats().data_calls.add(calls);
+        return r != 0 ? r : finish_write(flags);
+    }
+
+    [[nodiscard]] bool native_pipe() const noexcept override { return true; }
+
+    void describe(Capabilities& caps) const override { describe_file_backend(caps); }
+
+private:
+    int finish_write(std::uint32_t flags) noexcept {
+        return (flags & USERBLK_IO_F_FUA) != 0 ? sync() : 0;
+    }
+
+    int sync() noexcept {
+        while (::fdatasync(fd_.get()) < 0) {
+            if (errno != EINTR) {
+                return -errno;
+            }
+        }
+        return 0;
+    }
+
+    /// fallocate(mode) over the range; -EOPNOTSUPP once the file system refused mode (remembered
+    /// in supported, so it is asked once).
+    int fallocate_range(int mode, std::uint64_t off, std::uint64_t len,
+                        std::atomic<bool>& supported) noexcept {
+        if (len == 0) {
+            return 0;
+        }
+        if (!supported.load(std::memory_order_relaxed)) {
+            return -EOPNOTSUPP;
+        }
+        while (::fallocate(fd_.get(), mode, static_cast<off_t>(off), static_cast<off_t>(len)) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EOPNOTSUPP) {
+                supported.store(false, std::memory_order_relaxed);
+            }
+            return -errno;
+        }
+        return 0;
+    }
+
+    unique_fd fd_;
+    std::uint64_t size_;
+    std::atomic<bool> punch_ok_{true};
+    std::atomic<bool> zero_ok_{true};
+};
+
+} // namespace
+
+void describe_file_backend(Capabilities& caps) {
+    caps.set_flag("native_pipe", true);
+    caps.set("storage", "a regular file through the page cache; created if missing, extended "
+                        "sparse to the device size, never shrunk");
+    caps.set_flag("flush", true);
+    caps.set("fua", "fdatasync after the write");
+    caps.set_flag("discard", true);
+    caps.set("discard_effect", "punches a hole (reads as zeros); EOPNOTSUPP where the file "
+                               "system cannot");
+    caps.set_flag("write_zeroes", true);
+    caps.set("write_zeroes_method", "fallocate ZERO_RANGE, else PUNCH_HOLE, else zero writes");
+    caps.set("pipe_path", "splice");
+    caps.set("locking", "none");
+    caps.set_flag("multi_conn", true); // one page cache; fdatasync covers every queue's writes
+}
+
+Result<std::unique_ptr<Backend>> make_file_backend(const BackendConfig& cfg) {
+    if (Status st = check_options("file", cfg.options, kFileOptions); !st.ok()) {
+        return st;
+    }
+    std::string path = option_string(cfg.options, "path", "");
+    if (path.empty()) {
+        return Status::from_errno(EINVAL, "file: no path",
+                                  "give the backing file as --backend file:path=FILE");
+    }
+    if (path.front() != '/') {
+        // A daemon runs in / (userblk add --daemon): a relative path would name another file.
+        return Status::from_errno(EINVAL, "file: path= must be absolute",
+                                  "got '" + path + "'; the daemon runs in /");
+    }
+    const std::string what = "file: cannot use " + path;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) {
+            return Status::from_errno(EISDIR, what, "path= must name a regular file");
+        }
+        const char* kind = S_ISBLK(st.st_mode)   ? "it is a block device"
+                           : S_ISCHR(st.st_mode) ? "it is a character device"
+                                                 : "it is not a regular file";
+        return Status::from_errno(EINVAL, what,
+                                  std::string(kind) + "; path= must name a regular file");
+    }
+    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd.valid()) {
+        return Status::from_errno(errno, "file: cannot open " + path);
+    }
+    if (::fstat(fd.get(), &st) < 0) {
+        return Status::from_errno(errno, "file: cannot stat " + path);
+    }
+    if (!S_ISREG(st.st_mode)) { // replaced between stat() and open()
+        return Status::from_errno(EINVAL, what, "path= must name a regular file");
+    }
+    if (static_cast<std::uint64_t>(st.st_size) < cfg.size &&
+        ::ftruncate(fd.get(), static_cast<off_t>(cfg.size)) < 0) {
+        return Status::from_errno(errno, "file: cannot extend " + path + " to " +
+                                             std::to_string(cfg.size) + " bytes (" +
+                                             format_size(cfg.size) + ")");
+    }
+    return std::unique_ptr<Backend>(std::make_unique<FileBackend>(std::move(fd), cfg.size));
+}
+
+} // namespace userblk
