@@ -25,6 +25,7 @@ REFERENCES = ("null_blk", "brd")
 DEFAULT_BACKENDS = ("null", "ram")     # when the CLI cannot list its backends
 CELL_OVERHEAD_S = 3.0                  # fio start-up, device set-up and teardown under TCG
 VERIFY_CELL_S = 20.0
+VERIFY_DEVICE_CELL_S = 40.0            # a verify over the whole device (write-1m-seq-verify)
 PRECONDITION_S = 2.0                   # writing a 256 MiB device once, with fio's start-up
 MAX_BOOTS = 4                          # a VM that dies is booted again this often, at most
 
@@ -239,6 +240,7 @@ def make_plan(a, cli):
         "devices": devices,
         "workloads": [{"name": w.name, "rw": w.rw, "mix_read_pct": w.mix_read or None,
                        "bs_bytes": w.bs_bytes, "iodepth": w.iodepth, "jobs": w.jobs,
+                       "size": w.size,
                        "job_file": os.path.relpath(w.job()[0], TOP), "section": w.job()[1]}
                       for w in wl],
         "cells": cells,
@@ -260,10 +262,13 @@ def estimate_s(plan, cells):
     s = plan["settings"]
     total = 0.0
     kinds = {w["name"]: w["rw"] for w in plan["workloads"]}
+    whole = {w["name"] for w in plan["workloads"] if w.get("size") == "device"}
     stores = {(d["transport"], d["backend"]): d.get("stores_data") for d in plan["devices"]}
     for c in cells:
-        total += VERIFY_CELL_S if kinds[c["workload"]] == "verify" else \
-            s["runtime_s"] + s["ramp_s"] + CELL_OVERHEAD_S
+        if kinds[c["workload"]] == "verify":
+            total += VERIFY_DEVICE_CELL_S if c["workload"] in whole else VERIFY_CELL_S
+        else:
+            total += s["runtime_s"] + s["ramp_s"] + CELL_OVERHEAD_S
         if s.get("precondition") and stores.get((c["transport"], c["backend"])):
             total += PRECONDITION_S
     return total
@@ -526,9 +531,11 @@ def add_args(ap):
                     help="transport(s) to measure: a name, a comma list, or all "
                          "(null_blk and brd are always added)")
     ap.add_argument("--backend", default=os.environ.get("BACKEND") or "null,ram",
-                    help="backend(s): a name or a comma list (default null,ram)")
+                    help="backend(s): a name or a comma list (default null,ram); the "
+                         "harness makes what file and forward need (a backing file on the "
+                         "guest's tmpfs, an nbdkit memory server on 127.0.0.1) for each cell")
     ap.add_argument("--workloads", default=os.environ.get("WORKLOADS") or "quick",
-                    help="a set (quick, paper) or a comma list of workload names "
+                    help="a set (quick, paper, forward) or a comma list of workload names "
                          "(default quick)")
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS") or 3),
                     help="repetitions of each cell (default 3)")
@@ -561,7 +568,8 @@ def add_args(ap):
     ap.add_argument("--append", default="", help="more guest kernel options")
     ap.add_argument("--no-figure", action="store_true", help="skip figure.png")
     ap.add_argument("--strict", action="store_true",
-                    help="exit 1 if any cell failed (default: exit 0 once the run is written)")
+                    help="exit 1 if any cell failed (default: exit 0 once the run is written, "
+                         "unless a device returned wrong data in a verify cell)")
 
 
 def main(a, argv):
@@ -656,11 +664,26 @@ def main(a, argv):
     if c.get("failed"):
         say(f"{c['failed']} of {c['planned']} cells failed: their reasons are in the table "
             "and in summary.csv")
+    corrupt = verify_failures(run_dir, plan)
+    for cell in corrupt:
+        say(f"DATA VERIFICATION FAILED: {cell['transport']}/{cell['backend']} "
+            f"{cell['workload']} rep {cell['rep']} returned other data than was written "
+            f"({os.path.join(rel(run_dir), cell['dir'], 'fio.log')})")
     if left:
         say(f"{left} cells not run: resume with  harness/bench --resume {rel(run_dir)}")
     print(f"run: {rel(run_dir)}", flush=True)
     if interrupted:
         return 130
-    if left or (a.strict and c.get("failed")) or (c["ok"] == 0 and c["planned"]):
+    if left or (a.strict and c.get("failed")) or (c["ok"] == 0 and c["planned"]) or corrupt:
         return 1
     return 0
+
+
+def verify_failures(run_dir, plan):
+    """The cells whose device returned wrong data (fio's verification failed)."""
+    out = []
+    for c in plan["cells"]:
+        rec = results.read_json(os.path.join(run_dir, c["dir"], "cell.json"), {})
+        if rec.get("verify_failed"):
+            out.append(c)
+    return out

@@ -1,5 +1,5 @@
-"""CPU accounting for a cell: the whole system, split into fio, the daemon and the rest,
-and context switches.
+"""CPU accounting for a cell: the whole system, split into fio, the daemon, the NBD server
+(forward backend) and the rest, and context switches.
 
 While fio runs, a sampler records, every `interval` seconds and with a wall-clock time
 stamp, the CPU time of every process (/proc/PID/stat, utime + stime of all its threads),
@@ -132,8 +132,10 @@ def per_io(first, last, iops, ncpu, clk_tck=CLK_TCK):
     """CPU and context-switch numbers per I/O between two samples, given fio's IOPS.
 
     cpu_us_per_io: all processes but the harness; cpu_fio_us_per_io, cpu_daemon_us_per_io
-    (None without a daemon pid); cpu_other_us_per_io: the rest (kernel threads, other
-    processes); cpu_harness_us_per_io: the sampler itself, left out of the above;
+    (None without a daemon pid), cpu_server_us_per_io (the storage server the harness
+    started for the device, e.g. nbdkit for the forward backend; None without one);
+    cpu_other_us_per_io: the rest (kernel threads, other processes);
+    cpu_harness_us_per_io: the sampler itself, left out of the above;
     cpu_stat_us_per_io: /proc/stat busy time (the harness included); cpu_stat_coverage:
     the share of the expected timer ticks /proc/stat counted; cpu_busy_cores; ctxsw_per_io.
     """
@@ -155,7 +157,8 @@ def per_io(first, last, iops, ncpu, clk_tck=CLK_TCK):
     total = rate(_all_delta(first, last)) - harness
     fio = role("fio")
     daemon = role("daemon")
-    other = None if fio is None else total - fio - (daemon or 0.0)
+    server = role("server")
+    other = None if fio is None else total - fio - (daemon or 0.0) - (server or 0.0)
     stat_busy = rate(last["busy_ticks"] - first["busy_ticks"])
     ticks = (last["busy_ticks"] - first["busy_ticks"]) + (last["idle_ticks"] - first["idle_ticks"])
     return {
@@ -164,6 +167,7 @@ def per_io(first, last, iops, ncpu, clk_tck=CLK_TCK):
         "cpu_us_per_io": us(total),
         "cpu_fio_us_per_io": us(fio),
         "cpu_daemon_us_per_io": us(daemon),
+        "cpu_server_us_per_io": us(server),
         "cpu_other_us_per_io": us(other),
         "cpu_harness_us_per_io": us(harness),
         "cpu_stat_us_per_io": us(stat_busy),

@@ -63,6 +63,8 @@ printf '#!/bin/sh\nexec chroot %s /sbin/modprobe "$@"\n' "$R" >/bin/host-modprob
 chmod 755 /bin/host-modprobe
 echo /bin/host-modprobe >/proc/sys/kernel/modprobe
 hostname userblk-vm
+# The loopback interface: the forward backend talks NBD over TCP to a server on 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || say "cannot bring up lo"
 {
 	echo "release=$(uname -r)"
 	echo "cmdline=$(cat /proc/cmdline)"

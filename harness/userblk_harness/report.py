@@ -40,11 +40,28 @@ def header_line(meta, summary):
     return "  ".join(parts)
 
 
+BIG_BLOCK = 65536        # blocks this large are about bandwidth: MiB/s and CPU per MiB
+
+
+def _nonzero(rows, key):
+    return any((r.get(key) or 0) > 0 for r in rows if r["status"] in ("ok", "partial"))
+
+
 def table(rows, meta=None, summary=None):
-    """One line per (transport, backend, workload): medians, IOPS spread, ratio to null_blk."""
+    """One line per (transport, backend, workload): medians, IOPS spread, ratio to null_blk.
+
+    Columns that would be empty for every row are left out: the NBD server's share of the
+    CPU split (only where a backend needs a server the harness starts, `forward`), CPU per
+    MiB (only with blocks of 64 KiB and more), bytes the pipe adapter copied (only where it
+    copied any)."""
+    server = any(r.get("cpu_server_us_per_io_median") is not None for r in rows)
+    per_mib = any((r.get("bs_bytes") or 0) >= BIG_BLOCK for r in rows)
+    adapter = _nonzero(rows, "adapter_bytes_per_io_median")
+    parts = ("fio", "daemon", "server", "other") if server else ("fio", "daemon", "other")
     head = ["workload", "transport", "backend", "IOPS", "(min-max)", "MiB/s", "vs null_blk",
-            "lat us", "clat us", "clat p99", "CPU us/IO", "fio+daemon+other", "ctxsw/IO",
-            "user B/IO"]
+            "lat us", "clat us", "clat p99", "CPU us/IO", "+".join(parts)]
+    head += ["CPU us/MiB"] if per_mib else []
+    head += ["ctxsw/IO", "user B/IO"] + (["adapter B/IO"] if adapter else [])
     lines = []
     for r in rows:
         if r["status"] in ("ok", "partial"):
@@ -57,18 +74,21 @@ def table(rows, meta=None, summary=None):
                 _f(r["lat_mean_us_median"]),
                 _f(r["lat_p99_us_median"]),
                 _f(r["cpu_us_per_io_median"]),
-                "+".join(_f(r[k]) for k in ("cpu_fio_us_per_io_median",
-                                            "cpu_daemon_us_per_io_median",
-                                            "cpu_other_us_per_io_median")),
-                _f(r["ctxsw_per_io_median"], 2),
-                _f(r["user_bytes_per_io_median"], 0),
+                "+".join(_f(r.get(f"cpu_{k}_us_per_io_median")) for k in parts),
             ]
+            if per_mib:
+                big = (r.get("bs_bytes") or 0) >= BIG_BLOCK
+                cells.append(_f(r.get("cpu_us_per_mib_median"), 0) if big else "-")
+            cells += [_f(r["ctxsw_per_io_median"], 2), _f(r["user_bytes_per_io_median"], 0)]
+            if adapter:
+                cells.append(_f(r.get("adapter_bytes_per_io_median"), 0))
             if r["status"] == "partial":
                 cells.append(f"[{r['reps']}/{r['reps_planned']} reps ok]")
         else:
             reason = (r.get("reason") or "").replace("\n", " ")
-            if len(reason) > 110:
-                reason = reason[:107] + "..."
+            limit = 200 if "DATA VERIFICATION FAILED" in reason else 110
+            if len(reason) > limit:
+                reason = reason[:limit - 3] + "..."
             cells = [f"{r['status'].upper()}: {reason}"]
         lines.append([r["workload"], r["transport"], r["backend"]] + cells)
     widths = [len(h) for h in head]
@@ -97,7 +117,12 @@ def table(rows, meta=None, summary=None):
                     f"of {c.get('planned', 0)}; medians over repetitions (IOPS also min-max)")
         text.append("lat: submission to completion (mean); clat: completion only (mean, p99); "
                     "CPU per I/O: every process over fio's measured window, split into "
-                    "fio+daemon+other")
+                    + "+".join(parts)
+                    + ("; CPU us/MiB: CPU per MiB moved, for blocks of 64 KiB and more"
+                       if per_mib else "")
+                    + "; user B/IO: request bytes through the daemon's memory per I/O"
+                    + ("; adapter B/IO: bytes the backend's pipe adapter copied per I/O"
+                       if adapter else ""))
     busy = [r for r in rows if (r.get("host_other_cores_max") or 0) > HOST_BUSY_CORES
             or (r.get("host_steal_cores_max") or 0) > HOST_BUSY_CORES]
     if busy:
@@ -184,7 +209,7 @@ def figure(rows, path, stamp, ncols=4):
         top.set_xticklabels([])
         bottom_acc = [0.0] * len(devices)
         for part, hatch, alpha in (("fio", "", 1.0), ("daemon", "////", 0.7),
-                                   ("other", "....", 0.4)):
+                                   ("server", "xxxx", 0.55), ("other", "....", 0.4)):
             part_vals = []
             for r in rs:
                 v = r.get(f"cpu_{part}_us_per_io_median") if r else None
@@ -195,9 +220,10 @@ def figure(rows, path, stamp, ncols=4):
         bottom.set_ylabel("CPU us per I/O")
         bottom.set_xticks(xs)
         bottom.set_xticklabels(labels, rotation=35, ha="right")
+    server = any(r.get("cpu_server_us_per_io_median") is not None for r in rows)
     fig.suptitle(stamp + "\nbars: IOPS (MiB/s for large blocks), ratio to null_blk's IOPS above; "
                  "below: CPU per I/O of the whole system, fio (solid) + daemon (////) + "
-                 "rest (....)", fontsize=7)
+                 + ("NBD server (xxxx) + " if server else "") + "rest (....)", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

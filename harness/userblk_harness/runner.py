@@ -3,11 +3,13 @@
     harness/harness run-cells RUN_DIR
 
 Reads RUN_DIR/plan.json, loads userblk.ko if needed, and runs every cell that has no
-record yet, in plan order. A cell: create the device with `userblk add` (in the
-foreground, so its PID is the daemon's), set its scheduler to none, snapshot the daemon's
-statistics (SIGUSR1), run fio while sampling CPU counters, snapshot again, delete the
-device (SIGTERM), and write cell.json. A cell that fails is recorded with its reason and
-the run goes on. One progress line per cell goes to stdout.
+record yet, in plan order. A cell: make the backend's store if it needs one (stores.py: a
+backing file for `file`, an nbdkit server for `forward`), create the device with `userblk
+add` (in the foreground, so its PID is the daemon's), set its scheduler to none, snapshot
+the daemon's statistics (SIGUSR1), run fio while sampling CPU counters, snapshot again,
+delete the device (SIGTERM), remove the store, and write cell.json. A cell that fails is
+recorded with its reason and the run goes on; a failed data verification says so first.
+One progress line per cell goes to stdout.
 """
 
 import errno
@@ -22,7 +24,7 @@ import tempfile
 import time
 import traceback
 
-from . import cpuacct, daemonstats, dmesg, fioresult, results
+from . import cpuacct, daemonstats, dmesg, fioresult, results, stores
 from .workloads import WORKLOADS_DIR
 from .workloads import parse as parse_workload
 
@@ -103,14 +105,14 @@ class KernelLog:
 class Device:
     """A device made and served by `userblk add` in the foreground."""
 
-    def __init__(self, cli, dev, settings, workdir, cell_dir):
+    def __init__(self, cli, dev, settings, workdir, cell_dir, store=None):
         self.kind = dev.get("kind", "userblk")
         self.has_stats = self.kind != "reference"
         self.stats_path = os.path.join(workdir, "stats.json")
         self.argv = [cli, "add", "--transport", dev.get("base", dev["transport"]),
                      *dev.get("options", [])]
         if dev["backend"] != results.NO_BACKEND:
-            self.argv += ["--backend", dev["backend"]]
+            self.argv += ["--backend", store.spec if store else dev["backend"]]
         self.argv += ["--size", settings["size"], "--queues", str(settings["queues"]),
                       "--depth", str(settings["depth"])]
         if self.has_stats:
@@ -386,12 +388,32 @@ def _num_str(v):
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
+# What fio prints when a block read back is not what was written (crc32c: verify failed at
+# file ... offset ..., verify: bad magic header ..., ...).
+_VERIFY_ERRORS = ("verify failed", "verify: bad", "verify type mismatch", "bad magic header",
+                  "bad header")
+
+
+def verify_errors(cell_dir):
+    """fio's reports of data that failed verification, from the cell's fio.log."""
+    try:
+        with open(os.path.join(cell_dir, "fio.log"), errors="replace") as f:
+            return [x.strip() for x in f if any(e in x for e in _VERIFY_ERRORS)]
+    except OSError:
+        return []
+
+
 def _fio_failure(cell_dir, rc):
     try:
         with open(os.path.join(cell_dir, "fio.log"), errors="replace") as f:
             lines = [x.strip() for x in f if x.strip()]
     except OSError:
         lines = []
+    bad = verify_errors(cell_dir)
+    if bad:
+        more = f" (and {len(bad) - 2} more)" if len(bad) > 2 else ""
+        return (f"DATA VERIFICATION FAILED: the device returned other data than was written "
+                f"(fio exited with status {rc}): {' | '.join(bad[:2])}{more}; see fio.log")
     tail = " | ".join(lines[-4:])
     return f"fio exited with status {rc}" + (f": {tail}" if tail else "")
 
@@ -419,24 +441,32 @@ def run_cell(cell, plan, run_dir, klog):
     t0 = time.monotonic()
     klog.new_lines()
     workdir = tempfile.mkdtemp(prefix="userblk-bench-")
-    device = None
+    device = store = None
     try:
         if workload.rw == "verify" and not dev_spec.get("stores_data", True):
             raise CellSkipped(f"{cell['transport']}/{cell['backend']} stores no data: "
                               "nothing to verify")
         if dev_spec.get("kind") != "reference" and plan.get("_module_error"):
             raise CellFailed(plan["_module_error"])
-        device = Device(settings["cli"], dev_spec, settings, workdir, cdir)
+        if dev_spec["backend"] != results.NO_BACKEND:
+            try:
+                store = stores.make(dev_spec["backend"], settings["size"], workdir, cdir)
+            except stores.StoreError as e:
+                raise CellFailed(f"{dev_spec['backend']} backend: {e}")
+            if store.server_argv:
+                rec["commands"]["server"] = store.server_argv
+        device = Device(settings["cli"], dev_spec, settings, workdir, cdir, store)
         rec["commands"]["device"] = device.argv
         setup_s = device.start()
         rec["device"] = {"id": device.id, "path": device.path, "name": device.name,
                          "daemon_pid": device.pid, "setup_s": setup_s,
-                         "queue": prepare_queue(device.name)}
+                         "queue": prepare_queue(device.name),
+                         "store": store.describe() if store else None}
         if settings.get("precondition") and dev_spec.get("stores_data"):
             rec["device"]["precondition_s"] = precondition(cdir, device.path, settings)
         before = device.snapshot(os.path.join(cdir, "stats-before.json"))
-        pids = {"daemon": device.pid}
-        roles = ("fio", "daemon", "harness")
+        pids = {"daemon": device.pid, "server": store.server_pid if store else None}
+        roles = ("fio", "daemon", "server", "harness")
         argv, env_vars, samples, rc, fio_pid = run_fio(
             cdir, workload, device.path, settings, pids, settings["sample_interval_s"])
         rec["commands"]["fio"] = argv
@@ -447,6 +477,11 @@ def run_cell(cell, plan, run_dir, klog):
             after = device.snapshot(os.path.join(cdir, "stats-after.json"))
         if died:
             raise CellFailed(f"{died} (during fio)")
+        if store and store.server_pid and not store.alive():
+            raise CellFailed(f"the {store.backend} backend's server ({store.server_argv[0]}, "
+                             f"pid {store.server_pid}) died during fio: {store.log_tail()}")
+        if verify_errors(cdir):
+            rec["verify_failed"] = True
         if rc != 0:
             raise CellFailed(_fio_failure(cdir, rc))
         m = fioresult.metrics(fioresult.load(os.path.join(cdir, "fio.json")))
@@ -471,6 +506,8 @@ def run_cell(cell, plan, run_dir, klog):
         cpu = cpuacct.per_io(win[0], win[1], m["iops"], os.cpu_count()) if win else None
         if cpu:
             metrics.update({k: v for k, v in cpu.items() if k != "window_s"})
+            if cpu.get("cpu_us_per_io") is not None:   # CPU per byte moved, for bandwidth
+                metrics["cpu_us_per_mib"] = cpu["cpu_us_per_io"] * (1 << 20) / workload.bs_bytes
         else:
             rec["warnings"].append("no CPU numbers: too few samples")
         rec["cpu"] = {"window": how, "window_s": cpu["window_s"] if cpu else None,
@@ -479,6 +516,7 @@ def run_cell(cell, plan, run_dir, klog):
                       "samples": len(samples), "interval_s": settings["sample_interval_s"],
                       "clk_tck": cpuacct.CLK_TCK, "ncpu": os.cpu_count(),
                       "pids": {"fio": fio_pid, "daemon": device.pid,
+                               "server": store.server_pid if store else None,
                                "harness": os.getpid()},
                       "trace": [cpuacct.compact(s, roles) for s in samples]}
         if before is not None and after is not None:
@@ -513,6 +551,8 @@ def run_cell(cell, plan, run_dir, klog):
                 device.remove_leftover()
                 if rec.get("daemon") is not None and device.proc is not None:
                     rec["daemon"]["exit_status"] = device.proc.returncode
+        if store is not None:     # after the daemon, which may still be talking to it
+            store.close()
         shutil.rmtree(workdir, ignore_errors=True)
     lines = klog.new_lines()
     bad = dmesg.bad_lines("\n".join(lines))

@@ -2,8 +2,10 @@
 
 A workload name says everything fio needs: <rw>-<bs>-qd<N>[-j<jobs>], for example
 randread-4k-qd1, randread-4k-qd32-j2, write-1m-qd4, randrw70-4k-qd16, verify-4k-qd16.
-The job files in workloads/ are parameterised with ${VAR}; this module maps a name to
-its file, section and variables. Sets (workloads/<name>.set) list names and settings.
+A few workloads that do not fit that pattern have names of their own (NAMED, e.g.
+write-1m-seq-verify). The job files in workloads/ are parameterised with ${VAR}; this
+module maps a name to its file, section and variables. Sets (workloads/<name>.set) list
+names and settings.
 """
 
 import os
@@ -20,6 +22,14 @@ VERIFY_SIZE = "32M"  # bytes each verify job writes and checks
 _NAME_RE = re.compile(r"^(?P<rw>[a-z]+(?:\d{1,2})?)-(?P<bs>\d+[km]?)-qd(?P<qd>\d+)"
                       r"(?:-j(?P<jobs>\d+))?$")
 
+# Workloads with names of their own: name -> (rw, bs, iodepth, jobs, section of verify.fio,
+# bytes per job: "device" for the whole device).
+NAMED = {
+    # 1 MiB sequential writes over the whole device, each block with a crc32c that fio reads
+    # back and checks: the forwarding case's data path, both ways, with its integrity proven.
+    "write-1m-seq-verify": ("verify", "1m", 4, 1, "write-seq", "device"),
+}
+
 
 class WorkloadError(ValueError):
     pass
@@ -34,6 +44,8 @@ class Workload:
     bs_bytes: int
     iodepth: int
     jobs: int
+    section: str = None   # the job file's section, where the name alone does not say it
+    size: str = None      # bytes each job moves: "device" (the whole device); None: default
 
     @property
     def time_based(self):
@@ -42,7 +54,7 @@ class Workload:
     def job(self):
         """(job file path, section) that runs this workload."""
         if self.rw == "verify":
-            name, section = "verify.fio", "verify"
+            name, section = "verify.fio", self.section or "verify"
         elif self.rw == "randrw":
             name, section = "mix.fio", "randrw"
         elif self.rw in ("read", "write"):
@@ -55,9 +67,13 @@ class Workload:
 
     def env(self, dev, size, runtime, ramp):
         """The ${VAR} values of the job file, as strings."""
+        if self.size == "device":
+            per_job = str(size)
+        else:
+            per_job = VERIFY_SIZE if self.rw == "verify" else str(size)
         return {
             "DEV": dev,
-            "SIZE": VERIFY_SIZE if self.rw == "verify" else str(size),
+            "SIZE": per_job,
             "RUNTIME": str(runtime),
             "RAMP": str(ramp),
             "BS": self.bs,
@@ -75,11 +91,16 @@ def _bs_bytes(text):
 
 def parse(name):
     """Parse a workload name; raise WorkloadError saying what is wrong."""
+    named = NAMED.get(name.strip().lower())
+    if named:
+        rw, bs, qd, jobs, section, size = named
+        return Workload(name.strip().lower(), rw, 0, bs, _bs_bytes(bs), qd, jobs, section, size)
     m = _NAME_RE.match(name.strip().lower())
     if not m:
         raise WorkloadError(
             f"bad workload name {name!r}: expected <rw>-<bs>-qd<N>[-j<jobs>] with rw one of "
-            f"{', '.join(RW_KINDS)}, e.g. randread-4k-qd1, write-1m-qd4, randrw70-4k-qd16")
+            f"{', '.join(RW_KINDS)}, e.g. randread-4k-qd1, write-1m-qd4, randrw70-4k-qd16; "
+            f"or one of {', '.join(NAMED)}")
     rw, bs = m.group("rw"), m.group("bs")
     qd, jobs = int(m.group("qd")), int(m.group("jobs") or 1)
     mix = 0
@@ -159,8 +180,8 @@ def known_names():
 def _unknown(item):
     return WorkloadError(
         f"unknown workload {item!r}: give a set ({', '.join(set_names()) or 'none found'}) or "
-        "a comma list of names <rw>-<bs>-qd<N>[-j<jobs>] (rw: " + ", ".join(RW_KINDS) + "); "
-        "the sets' workloads: " + ", ".join(known_names()))
+        "a comma list of names <rw>-<bs>-qd<N>[-j<jobs>] (rw: " + ", ".join(RW_KINDS) + ") "
+        "or " + ", ".join(NAMED) + "; the sets' workloads: " + ", ".join(known_names()))
 
 
 def resolve(spec):
@@ -177,7 +198,7 @@ def resolve(spec):
         item = item.strip()
         if not item:
             continue
-        if not _NAME_RE.match(item.lower()):
+        if not _NAME_RE.match(item.lower()) and item.lower() not in NAMED:
             raise _unknown(item)
         w = parse(item)
         if w.name not in seen:

@@ -99,6 +99,23 @@ class PerIoTest(unittest.TestCase):
         self.assertIsNone(m["cpu_daemon_us_per_io"])
         self.assertAlmostEqual(m["cpu_other_us_per_io"], 0.0)
 
+    def test_the_storage_server_is_split_out_of_the_rest(self):
+        # nbdkit (pid 50) for the forward backend: 0.2 CPU of the 0.3 beside fio and daemon
+        a = sample(0.0, 0, 0, 0, {10: 0, 20: 0, 50: 0, 60: 0}, fio=0, daemon=0, server=0)
+        b = sample(1.0, 100, 100, 0, {10: 40, 20: 30, 50: 20, 60: 10},
+                   fio=40, daemon=30, server=20)
+        m = cpuacct.per_io(a, b, iops=1000, ncpu=2, clk_tck=100)
+        self.assertAlmostEqual(m["cpu_server_us_per_io"], 200.0)
+        self.assertAlmostEqual(m["cpu_other_us_per_io"], 100.0)
+        self.assertAlmostEqual(m["cpu_us_per_io"], 1000.0)
+        self.assertAlmostEqual(m["cpu_us_per_io"], m["cpu_fio_us_per_io"]
+                               + m["cpu_daemon_us_per_io"] + m["cpu_server_us_per_io"]
+                               + m["cpu_other_us_per_io"])
+        without = cpuacct.per_io(sample(0.0, 0, 0, 0, {10: 0}, fio=0),
+                                 sample(1.0, 0, 0, 0, {10: 10}, fio=10), iops=10, ncpu=2,
+                                 clk_tck=100)
+        self.assertIsNone(without["cpu_server_us_per_io"])
+
     def test_degenerate_inputs(self):
         a = sample(5.0, 0, 0, 0, {})
         self.assertIsNone(cpuacct.per_io(a, a, iops=100, ncpu=2))

@@ -38,6 +38,47 @@ class TableTest(unittest.TestCase):
         self.assertIn("brd", text)
 
 
+class TableColumnsTest(unittest.TestCase):
+    """Columns shown only where some row has something to show."""
+
+    def rows(self, **extra):
+        rows = results.summarize(plan(), cells(), platform="vm", accel="tcg")
+        for r in rows:
+            if r["transport"] == "copy":
+                r.update(extra)
+        return rows
+
+    def test_plain_run_has_no_server_nor_adapter_column(self):
+        text = report.table(self.rows())
+        self.assertIn("fio+daemon+other", text)
+        self.assertNotIn("server", text)
+        self.assertNotIn("adapter B/IO", text)
+        self.assertIn("CPU us/MiB", text)     # write-1m-qd4 moves 1 MiB blocks
+        rr = next(ln for ln in text.splitlines() if "randread" in ln and "copy" in ln)
+        self.assertIn(" - ", rr)               # no CPU per MiB for 4 KiB blocks
+
+    def test_forward_rows_show_the_server_and_the_adapter(self):
+        rows = self.rows(cpu_server_us_per_io_median=7.5, adapter_bytes_per_io_median=4096.0,
+                         cpu_us_per_mib_median=123.4)
+        text = report.table(rows, summary={"run_id": "r", "cells": {}})
+        self.assertIn("fio+daemon+server+other", text)
+        self.assertIn("adapter B/IO", text)
+        copy = next(ln for ln in text.splitlines() if "write-1m-qd4" in ln and "copy" in ln)
+        self.assertIn("+7.5+", copy)
+        self.assertIn(" 123 ", copy)
+        ref = next(ln for ln in text.splitlines() if "brd" in ln and "SKIPPED" not in ln)
+        self.assertIn("+-+", ref)             # references have no server
+
+    def test_a_verification_failure_keeps_its_message(self):
+        rows = self.rows()
+        r = next(r for r in rows if r["transport"] == "brd")
+        r["status"], r["reason"] = "failed", ("DATA VERIFICATION FAILED: the device returned "
+                                              "other data than was written " + "x" * 150)
+        text = report.table(rows)
+        self.assertIn("FAILED: DATA VERIFICATION FAILED", text)
+        self.assertIn("x" * 60, text)
+
+
 class FigureTest(unittest.TestCase):
     def setUp(self):
         try:

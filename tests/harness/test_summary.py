@@ -213,6 +213,17 @@ class DaemonStatsTest(unittest.TestCase):
         self.assertIsNone(m["user_bytes_per_io"])
         self.assertEqual(m["daemon_syscalls_per_request"], 2.0)
 
+    def test_bytes_through_the_adapter_and_data_syscalls(self):
+        after = fixture("userblk-stats-after.json")
+        after["total"]["adapter_copied_bytes"] += 60_000 * 2048
+        after["total"]["syscalls"]["data"] = after["total"]["syscalls"].get("data", 0) + 60_000
+        m = daemonstats.per_io(daemonstats.delta(fixture("userblk-stats-before.json"), after),
+                               bytes_per_io=4096)
+        self.assertEqual(m["adapter_bytes_per_io"], 2048.0)
+        self.assertEqual(m["adapter_copied_bytes"], 60_000 * 2048)
+        self.assertEqual(m["user_data_bytes"], 245_760_000)
+        self.assertEqual(m["daemon_syscalls_per_request"], 3.0)
+
     def test_no_requests(self):
         snap = fixture("userblk-stats-before.json")
         m = daemonstats.per_io(daemonstats.delta(snap, snap), bytes_per_io=4096)

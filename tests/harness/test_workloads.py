@@ -45,7 +45,8 @@ class NameTest(unittest.TestCase):
                  "write-1m-qd4": ("bandwidth.fio", "write"),
                  "read-4k-qd4": ("bandwidth.fio", "read"),
                  "randrw70-4k-qd16": ("mix.fio", "randrw"),
-                 "verify-4k-qd16": ("verify.fio", "verify")}
+                 "verify-4k-qd16": ("verify.fio", "verify"),
+                 "write-1m-seq-verify": ("verify.fio", "write-seq")}
         for name, (job, section) in cases.items():
             path, sec = workloads.parse(name).job()
             self.assertEqual((os.path.basename(path), sec), (job, section), name)
@@ -55,7 +56,7 @@ class NameTest(unittest.TestCase):
 
     def test_env_fills_every_variable_of_the_job_file(self):
         for name in ("randread-4k-qd1", "randread-4k-qd32-j2", "write-1m-qd4",
-                     "randrw70-4k-qd16", "verify-4k-qd16"):
+                     "randrw70-4k-qd16", "verify-4k-qd16", "write-1m-seq-verify"):
             w = workloads.parse(name)
             env = w.env("/dev/userblk0", "256M", 4, 1)
             with open(w.job()[0]) as f:
@@ -69,9 +70,32 @@ class NameTest(unittest.TestCase):
         self.assertEqual((env["IODEPTH"], env["NUMJOBS"], env["BS"]), ("32", "2", "4k"))
 
 
+class NamedWorkloadTest(unittest.TestCase):
+    def test_write_1m_seq_verify_writes_the_whole_device_and_checks_it(self):
+        w = workloads.parse("write-1m-seq-verify")
+        self.assertEqual((w.name, w.rw, w.bs_bytes, w.iodepth, w.jobs),
+                         ("write-1m-seq-verify", "verify", 1 << 20, 4, 1))
+        self.assertFalse(w.time_based)
+        env = w.env("/dev/x", "256M", 4, 1)
+        self.assertEqual((env["SIZE"], env["BS"], env["IODEPTH"]), ("256M", "1m", "4"))
+        path, section = w.job()
+        with open(path) as f:
+            body = f.read()
+        job = body[body.index(f"[{section}]"):]
+        for line in ("rw=write", "verify=crc32c", "do_verify=1", "verify_fatal=1"):
+            self.assertIn(line, job.split("\n\n")[0])
+
+    def test_named_workloads_resolve_in_lists_and_sets(self):
+        ws, _, _, _ = workloads.resolve("write-1m-seq-verify,randread-4k-qd1")
+        self.assertEqual([w.name for w in ws], ["write-1m-seq-verify", "randread-4k-qd1"])
+        fwd = [w.name for w in workloads.load_set("forward").workloads]
+        self.assertIn("write-1m-seq-verify", fwd)
+        self.assertIn("write-1m-seq-verify", workloads.known_names())
+
+
 class SetTest(unittest.TestCase):
     def test_sets(self):
-        self.assertEqual(workloads.set_names(), ["paper", "quick"])
+        self.assertEqual(workloads.set_names(), ["forward", "paper", "quick"])
         quick = workloads.load_set("quick")
         self.assertGreater(quick.runtime, 0)
         names = [w.name for w in quick.workloads]

@@ -681,6 +681,14 @@ TEST_F(SpliceDataTest, TheDataFdRefusesWhatNoRequestAllows) {
     std::vector<char> got(kBlock);
     ASSERT_EQ(::read(p[0], got.data(), kBlock), (ssize_t)kBlock);
     EXPECT_EQ(std::memcmp(got.data(), w.data(), kBlock), 0);
+    // copy_file_range() takes regular files only (docs/splice-and-pipe.md): never the data fd.
+    char tmpl[] = "/tmp/userblk-cfr-XXXXXX";
+    Fd reg(::mkstemp(tmpl));
+    ASSERT_GE(reg.get(), 0);
+    ::unlink(tmpl);
+    off = USERBLK_SPLICE_OFF(d.tag, 0);
+    EXPECT_EQ(::copy_file_range(data_.get(), &off, reg.get(), nullptr, kBlock, 0), -1);
+    EXPECT_EQ(errno, EINVAL) << "copy_file_range from the data fd";
     ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
     EXPECT_EQ(wio.get(), (ssize_t)kBlock);
     EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);

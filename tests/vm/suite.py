@@ -1,17 +1,19 @@
 #!/usr/bin/python3
-"""The generic kernel-in-the-loop suite: one body for every registered transport.
+"""The generic kernel-in-the-loop suite: one body for every registered transport and backend.
 
 Runs inside the platform (the VM or a native host), as root:
 
-    harness/platform run -- tests/vm/suite.py --transport copy [-k PATTERN]
+    harness/platform run -- tests/vm/suite.py --transport copy [--backend file] [-k PATTERN]
 
-Every test writes a marker into the kernel log first and fails if WARNING:,
-BUG:, Oops, a hung task or KASAN appears after it. Exit status: 0 pass,
-1 fail, 77 skip (with the reason printed).
+The same tests run on every backend that stores data: `ram` (in the daemon), `file` (a
+backing file the suite makes in a scratch folder) and `forward` (an NBD server over TCP:
+the suite starts `nbdkit memory` on 127.0.0.1 for each device and stops it after). Every
+test writes a marker into the kernel log first and fails if WARNING:, BUG:, Oops, a hung
+task or KASAN appears after it. Exit status: 0 pass, 1 fail, 77 skip (with the reason
+printed).
 """
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -29,7 +31,7 @@ BADINPUT = os.path.join(BUILD, "tests", "vm", "userblk_badinput_test")
 CONTROL = "/dev/userblk-control"
 
 sys.path.insert(0, os.path.join(TOP, "harness"))
-from userblk_harness import dmesg  # noqa: E402
+from userblk_harness import dmesg, stores  # noqa: E402
 
 
 def run(argv, timeout=300, check=True, **kw):
@@ -55,11 +57,23 @@ def load_module():
     return True
 
 
+# The backends the suite runs on: those that keep data (null drops it), with their stores made
+# by the harness's stores module (file: a backing file; forward: nbdkit on 127.0.0.1).
+BACKENDS = ("ram", "file", "forward")
+# MiB each verify job writes and reads back. forward serves one request at a time per queue,
+# each a round trip over TCP to nbdkit (about 5 ms for 4 KiB at QD1 under TCG): 24 MiB of 4 KiB
+# blocks would take it two minutes, 8 MiB (2048 blocks a job) checks the same paths.
+VERIFY_MIB = {"forward": 8}
+VERIFY_MIB_DEFAULT = 24
+
+
 class Daemon:
     """A `userblk add` serving in the foreground, as the tests' device."""
 
-    def __init__(self, transport, backend="ram", size="256M", queues=2, depth=64, extra=()):
-        self.argv = [USERBLK, "add", "--transport", transport, "--backend", backend,
+    def __init__(self, transport, store, size="256M", queues=2, depth=64, extra=()):
+        self.transport = transport
+        self.store = store
+        self.argv = [USERBLK, "add", "--transport", transport, "--backend", store.spec,
                      "--size", size, "--queues", str(queues), "--depth", str(depth), *extra]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
@@ -74,6 +88,11 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.path} did not appear")
             time.sleep(0.05)
+
+    def cli(self, command):
+        """The argv of `userblk COMMAND` (del, stats) for this device: with its transport,
+        which names devices whose ids are not userblk.ko's (ublk)."""
+        return [USERBLK, command, "--transport", self.transport, str(self.id)]
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Signal the daemon and return its exit status."""
@@ -96,14 +115,26 @@ def fio(*args, timeout=600, check=True):
     return r
 
 
+def fio_json(r):
+    """fio's JSON document from its stdout (anything before the first "{" is a notice)."""
+    try:
+        return json.loads(r.stdout[r.stdout.index("{"):])
+    except ValueError:
+        raise AssertionError(f"fio printed no JSON:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
 def fio_errors(r):
     """The error counts fio reports per job, from its JSON (0 means clean)."""
     try:
-        start = r.stdout.index("{")
-        data = json.loads(r.stdout[start:])
-    except ValueError:
+        data = fio_json(r)
+    except AssertionError:
         return [r.returncode or 1]
     return [job.get("error", 0) for job in data.get("jobs", [])]
+
+
+def fio_bytes(r, direction):
+    """Bytes fio moved in direction ("read" or "write"), over all its jobs."""
+    return sum(job.get(direction, {}).get("io_bytes", 0) for job in fio_json(r).get("jobs", []))
 
 
 def device_gone(path, timeout=10):
@@ -115,26 +146,64 @@ def device_gone(path, timeout=10):
     return True
 
 
+def tree_hashes(top):
+    """sha256sum of every file under top/tree, sorted: what a copy must reproduce."""
+    return run(["sh", "-c", "cd tree && find . -type f -exec sha256sum {} + | sort"],
+               cwd=top).stdout
+
+
+# The counters of a stats document that are per-queue sums (the rest are maxima or lists).
+def _counters(section, prefix=""):
+    out = {}
+    for k, v in section.items():
+        if isinstance(v, dict):
+            out.update(_counters(v, f"{prefix}{k}."))
+        elif isinstance(v, int) and not isinstance(v, bool) and not k.endswith("max"):
+            out[prefix + k] = v
+    return out
+
+
 class TransportSuite(unittest.TestCase):
     transport = None          # set per generated class
+    backend = "ram"           # set per generated class
+    scratch = None            # a folder for backing files, statistics, nbdkit's pid files
 
     def setUp(self):
+        self.t0 = time.monotonic()
         self.marker = f"userblk-test-marker: {self.id()} {os.getpid()} {time.time_ns()}"
         kmsg(self.marker)
         self.daemons = []
+        self.stores = []
 
     def tearDown(self):
-        for d in self.daemons:
+        # Newest first; a daemon that exited cleanly deleted its device, whose id a later
+        # daemon of the test may have taken since.
+        for d in reversed(self.daemons):
             if d.proc.poll() is None:
                 d.stop(signal.SIGKILL)
-            run([USERBLK, "del", str(d.id)], check=False)
+            if d.proc.returncode != 0:
+                run(d.cli("del"), check=False)
+        for s in self.stores:
+            s.close()
         log = run(["dmesg"]).stdout
         bad = dmesg.bad_lines(log, after_marker=self.marker)
+        sys.stderr.write(f"[{time.monotonic() - self.t0:.1f} s] ")
+        sys.stderr.flush()
         if bad:
             self.fail("kernel log after the marker shows a problem:\n" + "\n".join(bad))
 
-    def daemon(self, **kw):
-        d = Daemon(self.transport, **kw)
+    def store(self, size="256M"):
+        """A new store of this suite's backend, closed after the test."""
+        try:
+            s = stores.make(self.backend, size, self.scratch)
+        except stores.StoreError as e:
+            raise AssertionError(str(e))
+        self.stores.append(s)
+        return s
+
+    def daemon(self, store=None, size="256M", **kw):
+        """A daemon serving a device of size; on a new store unless one is given."""
+        d = Daemon(self.transport, store or self.store(size), size=size, **kw)
         self.daemons.append(d)
         return d
 
@@ -142,8 +211,9 @@ class TransportSuite(unittest.TestCase):
 
     def verify(self, rw, bs, qd):
         d = self.daemon(queues=2, depth=64)
+        mib = VERIFY_MIB.get(self.backend, VERIFY_MIB_DEFAULT)
         fio(f"--filename={d.path}", "--name=verify", f"--rw={rw}", f"--bs={bs}",
-            f"--iodepth={qd}", "--numjobs=2", "--size=24M", "--offset_increment=32M",
+            f"--iodepth={qd}", "--numjobs=2", f"--size={mib}M", "--offset_increment=32M",
             "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--group_reporting")
         self.assertEqual(d.stop(), 0)
         self.assertTrue(device_gone(d.path), f"{d.path} still exists after SIGTERM")
@@ -173,7 +243,12 @@ class TransportSuite(unittest.TestCase):
         self.assertTrue(device_gone(d.path), f"{d.path} still exists after SIGTERM")
 
     def test_ext4_files_survive_remount(self):
+        """Files copied onto ext4 read back the same after a remount with cold caches. Where
+        the data outlives the daemon (a file, an NBD server), the remount is on a new daemon
+        serving the same store: the data must have reached the store, not stayed in the
+        daemon."""
         d = self.daemon(size="128M")
+        restart = d.store.outlives_daemon
         mnt = tempfile.mkdtemp(prefix="userblk-ext4-")
         src = os.path.join(TOP, "kmod")
         try:
@@ -181,13 +256,15 @@ class TransportSuite(unittest.TestCase):
             run(["mount", d.path, mnt])
             shutil.copytree(src, os.path.join(mnt, "tree"),
                             ignore=shutil.ignore_patterns("*.o", ".*.cmd", "*.ko", "*.mod*"))
-            want = run(["sh", "-c", "cd tree && find . -type f -exec sha256sum {} + | sort"],
-                       cwd=mnt).stdout
+            want = tree_hashes(mnt)
             run(["umount", mnt])
+            if restart:
+                self.assertEqual(d.stop(), 0)
+                self.assertTrue(device_gone(d.path), f"{d.path} still exists after SIGTERM")
+                d = self.daemon(store=d.store, size="128M")
             run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"])
             run(["mount", d.path, mnt])
-            got = run(["sh", "-c", "cd tree && find . -type f -exec sha256sum {} + | sort"],
-                      cwd=mnt).stdout
+            got = tree_hashes(mnt)
             run(["umount", mnt])
             run(["fsck.ext4", "-n", "-f", d.path])
         finally:
@@ -195,6 +272,98 @@ class TransportSuite(unittest.TestCase):
             os.rmdir(mnt)
         self.assertTrue(want.strip(), "no files were copied")
         self.assertEqual(got, want)
+        if isinstance(d.store, stores.FileStore):
+            # The file itself holds the file system, as large as the device.
+            self.assertEqual(d.stop(), 0)
+            self.assertEqual(os.path.getsize(d.store.path), 128 << 20)
+            run(["fsck.ext4", "-n", "-f", d.store.path])
+
+    # -- the daemon's statistics -------------------------------------------
+
+    def test_stats_count_the_data_that_entered_the_daemon(self):
+        """user_data_bytes, after verify runs: 0 where the transport keeps the data in the
+        kernel (data_stays_in_kernel=1, or zero_copy=1, in --dump-transport) and the backend
+        moves pipe data natively (native_pipe=1 in --dump-backend); otherwise every byte read
+        or written. The shared pipe adapter's copies are part of it."""
+        tcaps, bcaps = capabilities(self.transport), backend_capabilities(self.backend)
+        in_kernel = "1" in (tcaps.get("data_stays_in_kernel"), tcaps.get("zero_copy"))
+        stays_out = in_kernel and bcaps.get("native_pipe") == "1"
+        path = os.path.join(self.scratch, f"stats-{self.transport}-{self.backend}.json")
+        d = self.daemon(queues=2, depth=64, extra=["--stats-json", path])
+        written = read = 0
+        for rw, bs, qd, size in (("randwrite", "4k", 8, "1M"), ("write", "1M", 4, "8M")):
+            r = fio(f"--filename={d.path}", f"--name=stats-{rw}", f"--rw={rw}", f"--bs={bs}",
+                    f"--iodepth={qd}", f"--size={size}", "--offset=64M", "--verify=crc32c",
+                    "--do_verify=1", "--verify_fatal=1")
+            written += fio_bytes(r, "write")
+            read += fio_bytes(r, "read")
+        self.assertEqual(d.stop(), 0)
+        with open(path) as f:
+            doc = json.load(f)
+        total = doc["total"]
+        moved = total["bytes"]["read"] + total["bytes"]["write"]
+        self.assertEqual(total["bytes"]["write"], written, "the daemon saw other writes than fio's")
+        # Reads: fio's, plus the kernel's partition scan when the device appeared.
+        self.assertGreaterEqual(total["bytes"]["read"], read)
+        self.assertEqual(total["errors"]["io"], 0)
+        how = (f"{self.transport} (data_stays_in_kernel={tcaps.get('data_stays_in_kernel')}, "
+               f"zero_copy={tcaps.get('zero_copy')}) with {self.backend} "
+               f"(native_pipe={bcaps.get('native_pipe')})")
+        if stays_out:
+            self.assertEqual(total["user_data_bytes"], 0,
+                             f"{how}: data entered the daemon's memory")
+        else:
+            self.assertEqual(total["user_data_bytes"], moved,
+                             f"{how}: user_data_bytes is not the bytes read and written")
+        self.assertLessEqual(total["adapter_copied_bytes"], total["user_data_bytes"],
+                             f"{how}: the pipe adapter copied bytes not counted as entering "
+                             "the daemon")
+        self.assert_total_is_sum_of_queues(doc)
+
+    def assert_total_is_sum_of_queues(self, doc):
+        want = _counters(doc["total"])
+        got = dict.fromkeys(want, 0)
+        for q in doc["queues"]:
+            for k, v in _counters(q).items():
+                if k in got:
+                    got[k] += v
+        self.assertEqual(got, want, "total is not the sum of the queues")
+
+    def test_userblk_stats_prints_the_live_statistics(self):
+        """`userblk stats ID` asks the daemon serving ID for its statistics now."""
+        d = self.daemon(queues=2, depth=32)
+        fio(f"--filename={d.path}", "--name=stats", "--rw=randwrite", "--bs=4k", "--iodepth=4",
+            "--size=1M")
+        r = run(d.cli("stats"), timeout=30)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["schema"], "userblk-stats/1")
+        self.assertEqual(doc["transport"], self.transport)
+        self.assertEqual(doc["backend"], self.backend)
+        self.assertEqual(doc["device"]["id"], d.id)
+        self.assertEqual(doc["device"]["path"], d.path)
+        self.assertEqual(len(doc["queues"]), 2)
+        for i, q in enumerate(doc["queues"]):
+            self.assertEqual(q["queue"], i)
+            for key in ("requests", "bytes", "errors", "syscalls", "request_batches",
+                        "completion_batches", "user_data_bytes", "adapter_copied_bytes"):
+                self.assertIn(key, q, f"queue {i}")
+            for key in ("read", "write", "total"):
+                self.assertIn(key, q["requests"], f"queue {i}")
+                self.assertIn(key, q["bytes"], f"queue {i}")
+        self.assertGreater(doc["total"]["requests"]["write"], 0)
+        self.assertEqual(doc["total"]["bytes"]["write"], 1 << 20)
+        self.assert_total_is_sum_of_queues(doc)
+        # Live: the next call sees the I/O done since.
+        fio(f"--filename={d.path}", "--name=stats", "--rw=randread", "--bs=4k", "--iodepth=4",
+            "--size=512K")
+        later = json.loads(run(d.cli("stats"), timeout=30).stdout)
+        self.assertGreaterEqual(later["total"]["bytes"]["read"],
+                                doc["total"]["bytes"]["read"] + (512 << 10))
+        self.assertEqual(d.stop(), 0)
+        gone = run(d.cli("stats"), check=False, timeout=30)
+        self.assertEqual(gone.returncode, 1, gone.stdout + gone.stderr)
+        self.assertIn("no daemon serves ", gone.stderr)
+        self.assertIn(f"device {d.id}: ", gone.stderr)
 
     # -- a daemon that dies, stalls or is removed --------------------------
 
@@ -221,10 +390,17 @@ class TransportSuite(unittest.TestCase):
         r = run(["dd", f"if={d.path}", "of=/dev/null", "bs=4k", "count=1", "iflag=direct"],
                 check=False, timeout=20)
         self.assertNotEqual(r.returncode, 0, "I/O on a dead device succeeded")
-        run([USERBLK, "del", str(d.id)])
+        # A killed daemon leaves its runtime record behind: `userblk stats` says so.
+        r = run(d.cli("stats"), check=False, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("stale", r.stderr)
+        run(d.cli("del"))
         self.assertTrue(device_gone(d.path))
 
     def test_stalled_daemon_is_caught_by_the_timeout(self):
+        timeout = capabilities(self.transport).get("request_timeout", "")
+        if timeout.startswith("none"):
+            self.skipTest(f"{self.transport} has no request timeout: request_timeout={timeout}")
         d = self.daemon(extra=["--timeout-ms", "2000"])
         os.kill(d.proc.pid, signal.SIGSTOP)
         try:
@@ -256,7 +432,7 @@ class TransportSuite(unittest.TestCase):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         self.assertIsNone(job.poll(), "fio ended before the delete")
-        run([USERBLK, "del", str(d.id)], timeout=60)
+        run(d.cli("del"), timeout=60)
         try:
             job.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -269,6 +445,9 @@ class TransportSuite(unittest.TestCase):
     # -- bad input ---------------------------------------------------------
 
     def test_bad_input_is_rejected(self):
+        if self.backend != "ram":
+            self.skipTest("userblk_badinput_test speaks the uapi itself, with no daemon and no "
+                          "backend: it runs once per transport, in the ram suite")
         if not os.access(BADINPUT, os.X_OK):
             self.fail(f"{BADINPUT} is missing: run 'make build'")
         r = run([BADINPUT, f"--transport={self.transport}"], check=False, timeout=300)
@@ -277,10 +456,18 @@ class TransportSuite(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-3000:])
 
 
+def _key_values(text):
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 def capabilities(transport):
     """The key=value lines of `userblk --dump-transport`, as a dict."""
-    r = run([USERBLK, "--dump-transport", transport])
-    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    return _key_values(run([USERBLK, "--dump-transport", transport]).stdout)
+
+
+def backend_capabilities(backend):
+    """The key=value lines of `userblk --dump-backend`, as a dict."""
+    return _key_values(run([USERBLK, "--dump-backend", backend]).stdout)
 
 
 def transports():
@@ -291,10 +478,29 @@ def transports():
             if "kind=reference" not in run([USERBLK, "--dump-transport", n]).stdout.splitlines()]
 
 
+def backend_missing(backend):
+    """Why the suite cannot run on backend here, or None."""
+    r = run([USERBLK, "--list-backends"])
+    names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    if backend not in names:
+        return (f"the {backend} backend is not in this build ({USERBLK} --list-backends: "
+                f"{', '.join(names)})")
+    if backend == "forward":
+        if shutil.which(stores.NBDKIT) is None:
+            return "nbdkit is not installed (Debian package nbdkit; make deps)"
+        try:
+            stores.free_port()
+        except OSError as e:
+            return f"no TCP on 127.0.0.1 ({e}): is the loopback interface up?"
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transport", action="append",
                     help="transport to test (repeatable; default: every registered one)")
+    ap.add_argument("--backend", default="ram", choices=BACKENDS,
+                    help="where the devices keep their data (default ram)")
     ap.add_argument("-k", dest="pattern", action="append", help="only tests matching this")
     a = ap.parse_args()
 
@@ -304,16 +510,26 @@ def main():
     if not os.access(USERBLK, os.X_OK):
         print(f"FAIL: {USERBLK} is missing: run 'make build'")
         return 1
+    why = backend_missing(a.backend)
+    if why:
+        print(f"SKIP: {why}")
+        return 77
     loaded = load_module()
     names = a.transport or transports()
     suite = unittest.TestSuite()
     loader = unittest.TestLoader()
     if a.pattern:
         loader.testNamePatterns = [f"*{p}*" for p in a.pattern]
+    scratch = tempfile.mkdtemp(prefix=f"userblk-suite-{a.backend}-",
+                               dir=os.environ.get("USERBLK_SCRATCH"))
     for name in names:
-        cls = type(f"Transport_{name}", (TransportSuite,), {"transport": name})
+        cls = type(f"Transport_{name}_{a.backend}", (TransportSuite,),
+                   {"transport": name, "backend": a.backend, "scratch": scratch})
         suite.addTests(loader.loadTestsFromTestCase(cls))
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    try:
+        result = unittest.TextTestRunner(verbosity=2).run(suite)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if loaded:
         r = run(["rmmod", "userblk"], check=False)
         if r.returncode != 0:
