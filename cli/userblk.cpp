@@ -945,7 +945,7 @@ int run(int argc, char** argv) {
     add->add_option("--backend", add_opts.backend,
                     "Backend (see --list-backends) and its options, e.g. file:path=/tmp/disk.img "
                     "(keys: options= in --dump-backend NAME); required except for the kernel-only "
-                    "references null_blk and brd")
+                    "references null_blk, brd and loop; nbdkit takes ram or null, by name")
         ->option_text("NAME[:KEY=VALUE,...]");
     add->add_option("--size", add_opts.size,
                     "Device size in bytes; K, M, G, T suffixes are "

@@ -1,15 +1,20 @@
 // "Hot loops allocate nothing": counts heap allocations made while the copy and ring transports
-// handle batches and the backends run I/O. Replaces the global operator new of this test binary (it
-// only counts, then allocates as usual).
+// handle batches, our NBD server serves requests, and the backends run I/O. Replaces the global
+// operator new of this test binary (it only counts, then allocates as usual).
 #include <atomic>
 #include <cstdlib>
 #include <new>
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <thread>
+
+#include "backends/nbd_client.h"
 #include "copy/copy.h"
 #include "copy_helpers.h"
 #include "core/io.h"
+#include "nbd/server.h"
 #include "ring/ring.h"
 #include "ring_fake.h"
 #include "test_util.h"
@@ -171,6 +176,58 @@ TEST(NoAllocation, PipeAdapterDoesNotAllocate) {
     EXPECT_EQ(g_allocations.load(), before);
     ::close(fds[0]);
     ::close(fds[1]);
+}
+
+TEST(NoAllocation, NbdServerServesRequestsWithoutAllocating) {
+    test::BackendWithQueue b("ram", 1 << 20); // the backend; the connection has its own queue
+    ASSERT_TRUE(b.backend);
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    unique_fd client(fds[0]);
+    nbd::ServerConfig cfg;
+    cfg.size = 1 << 20;
+    cfg.flags = nbd::transmission_flags(USERBLK_F_FLUSH | USERBLK_F_DISCARD, true);
+    cfg.max_payload = 1 << 20;
+    QueueStats stats;
+    auto conn = nbd::ServerConnection::open(unique_fd(fds[1]), cfg, *b.backend, 0, stats);
+    ASSERT_TRUE(conn.ok()) << conn.status().message();
+    std::jthread server([&](std::stop_token stop) {
+        if (conn.value()->negotiate().ok()) {
+            (void)conn.value()->serve(stop);
+        }
+    });
+    ASSERT_TRUE(nbd::handshake(client.get(), "", "test").ok());
+    // Requests and replies through buffers made here, before counting: the client allocates
+    // nothing either. Small and large writes (in the receive buffer, and through the
+    // connection's buffer), reads, flushes with FUA, trims.
+    static std::array<std::byte, 256 * 1024> data{};
+    std::array<std::byte, nbd::kReplySize> reply{};
+    auto round_trip = [&](std::uint16_t type, std::uint16_t flags, std::uint64_t off,
+                          std::uint32_t len) {
+        nbd::RequestHeader h = nbd::encode_request(type, flags, off + 1, off, len);
+        std::array<iovec, 2> iov = {iovec{h.data(), h.size()},
+                                    iovec{data.data(), type == nbd::kCmdWrite ? len : 0U}};
+        if (nbd::send_all(client.get(), iov, 0) != 0 || nbd::recv_all(client.get(), reply) != 0 ||
+            nbd::decode_reply(reply).error != 0) {
+            return false;
+        }
+        return type != nbd::kCmdRead ||
+               nbd::recv_all(client.get(), std::span(data.data(), len)) == 0;
+    };
+    auto one_round = [&] {
+        return round_trip(nbd::kCmdWrite, 0, 0, 4096) &&
+               round_trip(nbd::kCmdWrite, nbd::kCmdFlagFua, 65536, 200 * 1024) &&
+               round_trip(nbd::kCmdRead, 0, 0, 4096) &&
+               round_trip(nbd::kCmdRead, 0, 65536, 200 * 1024) &&
+               round_trip(nbd::kCmdFlush, 0, 0, 0) && round_trip(nbd::kCmdTrim, 0, 8192, 4096);
+    };
+    ASSERT_TRUE(one_round()); // warm up
+    std::uint64_t before = g_allocations.load();
+    for (int i = 0; i < 50; ++i) {
+        ASSERT_TRUE(one_round());
+    }
+    EXPECT_EQ(g_allocations.load(), before);
+    server.request_stop();
 }
 
 } // namespace

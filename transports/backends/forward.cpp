@@ -333,6 +333,9 @@ public:
         caps.set("export", ep_.export_name);
         caps.set_number("export_size", info_.size);
         caps.set("server_flags", nbd::describe_flags(info_.flags));
+        // One connection per queue: the queues agree exactly when the server's connections do,
+        // which only NBD_FLAG_CAN_MULTI_CONN promises.
+        caps.set_flag("multi_conn", (info_.flags & nbd::kFlagCanMultiConn) != 0);
     }
 
 private:

@@ -8,6 +8,7 @@
 #include "backends/backends.h"
 #include "backends/options.h"
 #include "copy/copy.h"
+#include "nbd/nbd.h"
 #include "pipe/pipe.h"
 #include "reference/reference.h"
 #include "ring/ring.h"
@@ -23,8 +24,11 @@ const std::array kTransports = {
     TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
     TransportEntry{"pipe", "descriptors as copy; a pipe per tag carries the data, which the backend can splice without touching it", &make_pipe_transport},
     TransportEntry{"splice", "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket so forwarded data never enters the daemon", &make_splice_transport},
+    TransportEntry{"nbd", "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD server on the Backend", &make_nbd_transport, &remove_nbd_device},
     TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
     TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
+    TransportEntry{"nbdkit", "reference: Linux's nbd driver connected to Debian's nbdkit (memory plugin for ram, null for null)", &make_nbdkit_transport, &remove_nbd_device},
+    TransportEntry{"loop", "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)", &make_loop_transport},
 };
 
 const std::array kBackends = {

@@ -1,7 +1,7 @@
 // Kernel-only reference devices, created and torn down through the Transport interface so the
 // harness treats them like any transport: `null_blk` (blk-mq with no user space, the per-I/O
-// floor) and `brd` (the RAM-disk ceiling). They have no backend and no daemon work: serve() only
-// waits for the stop.
+// floor), `brd` (the RAM-disk ceiling) and `loop` over a tmpfs file (the kernel serving a file).
+// They have no backend and no daemon work: serve() only waits for the stop.
 #pragma once
 
 #include <memory>
@@ -16,6 +16,7 @@ namespace userblk {
 /// The registry's factories.
 std::unique_ptr<Transport> make_null_blk_transport();
 std::unique_ptr<Transport> make_brd_transport();
+std::unique_ptr<Transport> make_loop_transport();
 
 namespace reference {
 

@@ -1,0 +1,67 @@
+// Baselines behind Linux's own nbd driver, measured through the same Transport interface:
+// - "nbd": our NBD server (server.h) on the project's Backend objects, one thread and one
+//   connection per queue, each connection a UNIX socket pair (or TCP over 127.0.0.1);
+// - "nbdkit": Debian's nbdkit, its memory plugin for the ram backend and its null plugin for null,
+//   started by the daemon on a socket of its own (socket activation).
+// Both do the NBD handshake in user space over each socket (nbd_client.h), then hand the sockets
+// to the driver (kernel.h); the disk is /dev/nbdN. docs/baselines.md says what they measure.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/capabilities.h"
+#include "core/config.h"
+#include "core/status.h"
+#include "core/transport.h"
+#include "kernel.h"
+
+namespace userblk {
+
+/// The registry's factories.
+std::unique_ptr<Transport> make_nbd_transport();
+std::unique_ptr<Transport> make_nbdkit_transport();
+
+/// `userblk del --transport nbd|nbdkit ID` (the registry's remove hook): nbd::remove_device().
+Status remove_nbd_device(std::uint32_t id);
+
+namespace nbd {
+
+/// How long the handshake over one socket may take (SO_RCVTIMEO/SO_SNDTIMEO, cleared after).
+inline constexpr std::uint32_t kHandshakeTimeoutMs = 30000;
+
+/// The driver's settings for cfg, checked: block size (512..4096, a power of 2), size (a
+/// multiple of it), largest request (--max-io, default 512K as userblk.ko, at most 32M), timeout
+/// (timeout_seconds()); flags are left 0. Errors start with who.
+Result<KernelSetup> kernel_setup(const DeviceConfig& cfg, std::string_view who);
+
+/// The capability lines nbd and nbdkit share: the kernel side (kernel=nbd, module, device,
+/// setup, connections, sockets, queue depth, features, timeout, delete, daemon_death).
+void describe_kernel_side(Capabilities& caps);
+
+/// NBD_SET_TIMEOUT's whole seconds for a request timeout in ms: rounded up; 0 gives 30 s, as
+/// userblk.ko's default.
+std::uint32_t timeout_seconds(std::uint32_t timeout_ms) noexcept;
+
+/// The transmission flags handed to the driver: what the server offered (server_flags), keeping
+/// only what the device's USERBLK_F_* features ask for (flush: SEND_FLUSH and SEND_FUA, discard:
+/// SEND_TRIM, write-zeroes: SEND_WRITE_ZEROES), plus READ_ONLY (the server's or the feature's)
+/// and CAN_MULTI_CONN. So nbd and nbdkit devices offer the block layer what a userblk device
+/// with the same --features does, whatever the server could do.
+std::uint16_t kernel_flags(std::uint16_t server_flags, std::uint64_t features) noexcept;
+
+/// The plugin nbdkit runs for a backend name: ram -> memory, null -> null; nullopt otherwise.
+std::optional<std::string_view> nbdkit_plugin(std::string_view backend) noexcept;
+
+/// The nbdkit command line for backend (a registry name) of size bytes, for socket activation
+/// (the listening socket is fd 3): {"nbdkit", "--foreground", "--exit-with-parent", "memory",
+/// "size=N", "allocator=malloc"} or {..., "null", "size=N"}. EINVAL naming the two backends it
+/// serves for any other.
+Result<std::vector<std::string>> nbdkit_command(std::string_view backend, std::uint64_t size);
+
+} // namespace nbd
+} // namespace userblk
