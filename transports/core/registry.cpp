@@ -13,6 +13,7 @@
 #include "reference/reference.h"
 #include "ring/ring.h"
 #include "splice/splice.h"
+#include "ublk/ublk.h"
 
 namespace userblk {
 
@@ -24,6 +25,7 @@ const std::array kTransports = {
     TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
     TransportEntry{"pipe", "descriptors as copy; a pipe per tag carries the data, which the backend can splice without touching it", &make_pipe_transport},
     TransportEntry{"splice", "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket so forwarded data never enters the daemon", &make_splice_transport},
+    TransportEntry{"ublk", "baseline: upstream ublk_drv (io_uring URING_CMD: FETCH_REQ, COMMIT_AND_FETCH_REQ) served by our ublk server; a buffer per tag", &make_ublk_transport, &remove_ublk_device},
     TransportEntry{"nbd", "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD server on the Backend", &make_nbd_transport, &remove_nbd_device},
     TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
     TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
