@@ -1,7 +1,8 @@
 """The host side of `make bench`: plan the cells, boot the platform once, collect, report.
 
 The plan is every (repetition, workload, device) with device = transport x backend, plus
-the kernel-only references null_blk and brd (backend "-"). It is written to
+the kernel-only references null_blk and brd (backend "-"); a reference that serves its own
+backends (nbdkit: null, ram) runs on the wanted ones among them. It is written to
 results/runs/<run-id>/plan.json; the guest-side runner (runner.py) runs the cells of the
 plan that have no record yet, so an interrupted run resumes where it stopped.
 """
@@ -86,9 +87,33 @@ def stores_data(transport, kind, backend, tdesc, bdesc):
     for key in ("data", "storage"):        # the transport's self-description decides first
         if tdesc.get(key):
             return not tdesc[key].startswith("none")
-    if kind == "reference":
+    if kind == "reference" and backend == results.NO_BACKEND:
         return transport != "null_blk"
-    return not bdesc.get("storage", "").startswith("none")
+    return not bdesc.get("storage", "").startswith("none")   # nbdkit's null plugin: none
+
+
+def device_backends(name, kind, tdesc, want_b, explicit):
+    """The backends a device runs on: every wanted one for a transport; for a reference,
+    none ("-", the kernel serves it) unless it names the ones it serves itself (backends=
+    in --dump-transport, e.g. nbdkit: null,ram), then the wanted ones among them. A
+    reference asked for by name that serves none of the wanted backends is an error."""
+    if kind != "reference":
+        return list(want_b)
+    own = split_list(tdesc.get("backends", ""))
+    if not own:
+        return [results.NO_BACKEND]
+    served = [b for b in want_b if b in own]
+    if not served and explicit:
+        raise BenchError(f"{name} serves only the backends {', '.join(own)}, not "
+                         f"{', '.join(want_b)}: add BACKEND={own[0]}")
+    return served
+
+
+def deletable(kind, tdesc):
+    """Whether `userblk del --transport T ID` removes a device a killed daemon left behind:
+    every daemon-served transport, and a reference whose delete= says so (nbdkit); the
+    kernel-only references go with their `userblk add`."""
+    return kind != "reference" or "userblk del" in tdesc.get("delete", "")
 
 
 # --- facts for meta.json -------------------------------------------------------------------
@@ -219,10 +244,12 @@ def make_plan(a, cli):
         tdesc = describe(cli, "transport", base)
         kind = transport_kind(base, tdesc)
         role = "measured" if t in wanted else "reference"
-        for b in ([results.NO_BACKEND] if kind == "reference" else want_b):
+        served = device_backends(t, kind, tdesc, want_b, explicit=t in split_list(a.transport))
+        for b in served:
             devices.append({"transport": t, "base": base, "options": options, "backend": b,
                             "kind": kind, "role": role,
-                            "stores_data": stores_data(base, kind, b, tdesc, bdesc.get(b, {}))})
+                            "stores_data": stores_data(base, kind, b, tdesc, bdesc.get(b, {})),
+                            "deletable": deletable(kind, tdesc)})
 
     cells = []
     for rep in range(1, a.reps + 1):

@@ -45,22 +45,46 @@ def parse_proc_stat(text):
 
 def parse_pid_stat(text):
     """-> utime+stime ticks of a process (all its threads) from /proc/PID/stat's text."""
+    return parse_pid_stat_ppid(text)[1]
+
+
+def parse_pid_stat_ppid(text):
+    """-> (parent pid, utime+stime ticks) from /proc/PID/stat's text."""
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     rest = text[text.rindex(")") + 2:].split()
-    # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(rest[11]) + int(rest[12])
+    # rest[0] is field 3 (state), rest[1] field 4 (ppid); utime and stime are fields 14, 15.
+    return int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def tree_ticks(pid, procs, ppids):
+    """Ticks of pid and all its descendants (None if pid is gone)."""
+    if pid not in procs:
+        return None
+    children = {}
+    for p, parent in ppids.items():
+        children.setdefault(parent, []).append(p)
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += procs.get(p, 0)
+        todo.extend(children.get(p, ()))
+    return total
 
 
 class Sampler:
     """Takes samples cheaply: the /proc/PID/stat files stay open between samples (opening
     them anew costs about 5 times more under TCG, and the sampler's CPU perturbs the cell)."""
 
-    def __init__(self, roles, proc="/proc"):
+    def __init__(self, roles, proc="/proc", trees=("daemon",)):
         self.roles = dict(roles)     # role -> pid, e.g. {"fio": 123, "daemon": 45}
+        # Roles that count their process's descendants too: the daemon's children serve with
+        # it (nbdkit started by `userblk add` for the nbdkit reference, nbd's NBD_DO_IT child).
+        self.trees = set(trees)
         self.proc = proc
         self.fds = {}
+        self.ppids = {}
         self.stat_fd = os.open(f"{proc}/stat", os.O_RDONLY)
 
     def process_ticks(self):
@@ -77,11 +101,13 @@ class Sampler:
                 except OSError:
                     continue
             try:
-                out[pid] = parse_pid_stat(os.pread(fd, 4096, 0))
+                self.ppids[pid], out[pid] = parse_pid_stat_ppid(os.pread(fd, 4096, 0))
             except (OSError, ValueError, IndexError):
                 os.close(self.fds.pop(pid))
         for pid in [p for p in self.fds if p not in out]:
             os.close(self.fds.pop(pid))
+        for pid in [p for p in self.ppids if p not in out]:
+            del self.ppids[pid]
         return out
 
     def sample(self):
@@ -93,7 +119,12 @@ class Sampler:
         s["all_ticks"] = sum(procs.values())
         s["procs"] = procs
         for role, pid in self.roles.items():
-            s[role] = procs.get(pid) if pid else None
+            if not pid:
+                s[role] = None
+            elif role in self.trees:
+                s[role] = tree_ticks(pid, procs, self.ppids)
+            else:
+                s[role] = procs.get(pid)
         return s
 
     def close(self):
@@ -132,7 +163,8 @@ def per_io(first, last, iops, ncpu, clk_tck=CLK_TCK):
     """CPU and context-switch numbers per I/O between two samples, given fio's IOPS.
 
     cpu_us_per_io: all processes but the harness; cpu_fio_us_per_io, cpu_daemon_us_per_io
-    (None without a daemon pid), cpu_server_us_per_io (the storage server the harness
+    (the daemon and its children, e.g. the nbdkit the nbdkit reference starts; None without
+    a daemon pid), cpu_server_us_per_io (the storage server the harness
     started for the device, e.g. nbdkit for the forward backend; None without one);
     cpu_other_us_per_io: the rest (kernel threads, other processes);
     cpu_harness_us_per_io: the sampler itself, left out of the above;

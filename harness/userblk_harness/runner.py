@@ -108,6 +108,9 @@ class Device:
     def __init__(self, cli, dev, settings, workdir, cell_dir, store=None):
         self.kind = dev.get("kind", "userblk")
         self.has_stats = self.kind != "reference"
+        self.base = dev.get("base", dev["transport"])
+        # `userblk del --transport T ID`: ids are per transport (ublk and nbd have their own).
+        self.deletable = dev.get("deletable", self.kind != "reference")
         self.stats_path = os.path.join(workdir, "stats.json")
         self.argv = [cli, "add", "--transport", dev.get("base", dev["transport"]),
                      *dev.get("options", [])]
@@ -236,19 +239,20 @@ class Device:
 
     def remove_leftover(self):
         """After a failure: delete the device if its daemon died and left it behind."""
-        if self.id is not None and self.kind != "reference" and self.path and \
-                os.path.exists(self.path):
-            r = subprocess.run([self.argv[0], "del", str(self.id)], capture_output=True,
-                               text=True)
+        if self.id is not None and self.deletable and self.path and os.path.exists(self.path):
+            r = subprocess.run(self.del_argv(), capture_output=True, text=True)
             return r.returncode == 0
         return True
+
+    def del_argv(self):
+        return [self.argv[0], "del", "--transport", self.base, str(self.id)]
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.id is not None and self.kind != "reference":
-            subprocess.run([self.argv[0], "del", str(self.id)], capture_output=True)
+        if self.id is not None and self.deletable:
+            subprocess.run(self.del_argv(), capture_output=True)
         try:
             self._log.close()
         except (AttributeError, OSError):

@@ -19,8 +19,8 @@ processes 4242
 """
 
 
-def pid_stat(comm, utime, stime, pid=1):
-    fields = ["S", "0", "1", "1", "0", "-1", "4194304", "100", "0", "0", "0",
+def pid_stat(comm, utime, stime, pid=1, ppid=0):
+    fields = ["S", str(ppid), "1", "1", "0", "-1", "4194304", "100", "0", "0", "0",
               str(utime), str(stime), "0", "0", "20", "0", "1", "0", "100"]
     return f"{pid} ({comm}) " + " ".join(fields) + "\n"
 
@@ -134,11 +134,11 @@ class SamplerTest(unittest.TestCase):
             self.write_pid(pid, comm, u, s)
         os.makedirs(os.path.join(self.proc, "self"))
 
-    def write_pid(self, pid, comm, u, s):
+    def write_pid(self, pid, comm, u, s, ppid=0):
         d = os.path.join(self.proc, str(pid))
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "stat"), "w") as f:
-            f.write(pid_stat(comm, u, s, pid))
+            f.write(pid_stat(comm, u, s, pid, ppid))
 
     def test_roles_and_totals(self):
         s = cpuacct.Sampler({"fio": 42, "daemon": 43, "harness": 7}, proc=self.proc)
@@ -155,6 +155,22 @@ class SamplerTest(unittest.TestCase):
             self.assertEqual(y["fio"], 650)
             self.assertIsNone(y["daemon"])
             self.assertEqual(y["all_ticks"], 660)
+        finally:
+            s.close()
+
+    def test_the_daemon_counts_its_children_and_fio_only_itself(self):
+        # userblk add (43) started nbdkit (44), which has a child (45); fio (42) has a child
+        # process (46) that is not fio's: only the daemon's role is a tree.
+        self.write_pid(44, "nbdkit", 70, 30, ppid=43)
+        self.write_pid(45, "nbdkit", 5, 5, ppid=44)
+        self.write_pid(46, "sh", 1, 1, ppid=42)
+        s = cpuacct.Sampler({"fio": 42, "daemon": 43}, proc=self.proc)
+        try:
+            x = s.sample()
+            self.assertEqual(x["daemon"], 100 + 100 + 10)
+            self.assertEqual(x["fio"], 500)
+            shutil.rmtree(os.path.join(self.proc, "45"))
+            self.assertEqual(s.sample()["daemon"], 200)
         finally:
             s.close()
 

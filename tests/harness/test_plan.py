@@ -14,11 +14,12 @@ from userblk_harness import bench, results
 FAKE_CLI = """#!/bin/sh
 # A stand-in for build/userblk's self-descriptions.
 case "$1" in
---list-transports) printf 'copy\\nring\\nnull_blk\\n' ;;
---list-backends) printf 'null\\nram\\n' ;;
+--list-transports) printf 'copy\\nring\\nnull_blk\\nnbdkit\\n' ;;
+--list-backends) printf 'null\\nram\\nfile\\n' ;;
 --dump-transport)
 	case "$2" in
 	null_blk) printf 'name=null_blk\\nkind=reference\\n' ;;
+	nbdkit) printf 'name=nbdkit\\nkind=reference\\nbackends=null,ram\\ndelete=userblk del --transport <name> <N>\\n' ;;
 	copy|ring) printf 'name=%s\\nkind=userblk\\n' "$2" ;;
 	*) echo "userblk: unknown transport '$2'" >&2; exit 2 ;;
 	esac ;;
@@ -71,8 +72,26 @@ class PlanTest(unittest.TestCase):
         p = bench.make_plan(self.args(transport="all", backend="ram",
                                       workloads="randread-4k-qd1", reps=1), self.cli)
         self.assertEqual([(d["transport"], d["backend"]) for d in p["devices"]],
-                         [("copy", "ram"), ("ring", "ram"), ("null_blk", "-"), ("brd", "-")])
-        self.assertEqual(len(p["cells"]), 4)
+                         [("copy", "ram"), ("ring", "ram"), ("nbdkit", "ram"), ("null_blk", "-"),
+                          ("brd", "-")])
+        self.assertEqual(len(p["cells"]), 5)
+        # nbdkit serves null and ram only: with file alone it has no row under "all"
+        p = bench.make_plan(self.args(transport="all", backend="null,file",
+                                      workloads="randread-4k-qd1", reps=1), self.cli)
+        self.assertEqual([(d["transport"], d["backend"]) for d in p["devices"]
+                          if d["transport"] == "nbdkit"], [("nbdkit", "null")])
+
+    def test_a_reference_with_its_own_backends_runs_on_the_wanted_ones(self):
+        p = bench.make_plan(self.args(transport="nbdkit,copy", backend="null,ram"), self.cli)
+        rows = {(d["transport"], d["backend"]): (d["kind"], d["role"], d["stores_data"],
+                                                  d["deletable"]) for d in p["devices"]}
+        self.assertEqual(rows[("nbdkit", "null")], ("reference", "measured", False, True))
+        self.assertEqual(rows[("nbdkit", "ram")], ("reference", "measured", True, True))
+        self.assertEqual(rows[("copy", "ram")], ("userblk", "measured", True, True))
+        self.assertEqual(rows[("null_blk", "-")][3], False)
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(transport="nbdkit", backend="file"), self.cli)
+        self.assertIn("nbdkit serves only the backends null, ram", str(cm.exception))
 
     def test_unknown_transport_lists_the_valid_ones(self):
         with self.assertRaises(bench.BenchError) as cm:
@@ -100,7 +119,7 @@ class PlanTest(unittest.TestCase):
     def test_unknown_backend_lists_the_valid_ones(self):
         with self.assertRaises(bench.BenchError) as cm:
             bench.make_plan(self.args(backend="ram,disk"), self.cli)
-        self.assertIn("unknown backend 'disk'; valid backends: null, ram", str(cm.exception))
+        self.assertIn("unknown backend 'disk'; valid backends: null, ram, file", str(cm.exception))
 
     def test_unknown_workload_lists_the_sets(self):
         with self.assertRaises(bench.BenchError) as cm:
