@@ -24,6 +24,8 @@ help:
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
 	@echo "make sweep       every transport, the paper workload set"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
+	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
+	@echo "make figures     every figure of plots/ into paper/figures/, from results/"
 	@echo "make checkpatch  the kernel style check on kmod/"
 	@echo "variables: PLATFORM=auto|vm|native  KDIR=<kernel build tree>  BUILD=<dir>"
 
@@ -83,3 +85,21 @@ format:
 clean:
 	rm -rf $(BUILD)
 	-$(MAKE) -C kmod KDIR="$(KDIR)" clean
+
+# make micro [PLATFORM=vm] [MICRO_ARGS="--filter wakeup"]: Google Benchmark microbenchmarks of the
+# primitives (docs/micro.md) into results/micro/<run-id>.json; on the host unless PLATFORM=vm.
+.PHONY: micro figures
+micro: deps configure
+	cmake --build $(BUILD) -j $(JOBS) --target userblk_micro
+	@$(PY) transports/micro/micro-run --platform "$(PLATFORM)" --build "$(BUILD)" $(MICRO_ARGS)
+
+# Every plots/*.py (helpers are plots/_*.py) draws its figure into paper/figures/ from results/
+# alone; a script whose results are missing says so and exits 77, and is skipped.
+FIGURES ?= $(sort $(filter-out plots/_%,$(wildcard plots/*.py)))
+figures:
+	@mkdir -p paper/figures
+	@for f in $(FIGURES); do \
+		$(PY) $$f --out paper/figures; rc=$$?; \
+		if [ $$rc -eq 77 ]; then echo "figures: $$f skipped"; \
+		elif [ $$rc -ne 0 ]; then echo "figures: $$f failed (status $$rc)"; exit $$rc; fi; \
+	done
