@@ -19,6 +19,7 @@
 #include "core/registry.h"
 #include "nbd/nbd.h"
 #include "nbd/server.h"
+#include "nbd/sockets.h"
 #include "test_util.h"
 
 namespace {
@@ -87,6 +88,36 @@ TEST(NbdSetup, TimeoutIsWholeSecondsRoundedUp) {
     EXPECT_EQ(timeout_seconds(1000), 1U);
     EXPECT_EQ(timeout_seconds(1001), 2U);
     EXPECT_EQ(timeout_seconds(2000), 2U);
+    EXPECT_EQ(timeout_seconds(UINT32_MAX), 4294968U) << "no wrap-around";
+}
+
+TEST(NbdSetup, DepthLowersTheDriversShare) {
+    auto k = kernel_setup(DeviceConfig{.size = 1 << 20, .queue_depth = 32}, "nbd");
+    ASSERT_TRUE(k.ok()) << k.status().message();
+    EXPECT_EQ(k->depth, 32U);
+    auto big = kernel_setup(DeviceConfig{.size = 1 << 20, .queue_depth = 1000}, "nbd");
+    ASSERT_TRUE(big.ok()) << big.status().message();
+    EXPECT_EQ(big->depth, kKernelQueueDepth) << "the driver's tag set is the ceiling";
+    auto none = kernel_setup(DeviceConfig{.size = 1 << 20, .queue_depth = 0}, "nbd");
+    ASSERT_FALSE(none.ok());
+    EXPECT_EQ(none.status().message(),
+              "nbd: depth 0: Invalid argument (at least 1 request per queue)");
+}
+
+TEST(NbdSockets, PairsCarryBytesBothWays) {
+    for (SocketKind kind : {SocketKind::unix_stream, SocketKind::tcp_loopback}) {
+        auto pair = connected_pair(kind, "test");
+        ASSERT_TRUE(pair.ok()) << pair.status().message();
+        auto& [client, server] = pair.value();
+        char c = 'x';
+        ASSERT_EQ(::write(client.get(), &c, 1), 1);
+        ASSERT_EQ(::read(server.get(), &c, 1), 1);
+        EXPECT_EQ(c, 'x');
+        c = 'y';
+        ASSERT_EQ(::write(server.get(), &c, 1), 1);
+        ASSERT_EQ(::read(client.get(), &c, 1), 1);
+        EXPECT_EQ(c, 'y');
+    }
 }
 
 TEST(NbdSetup, DefaultsAndLimits) {

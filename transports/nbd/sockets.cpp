@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -121,11 +122,27 @@ Result<std::pair<unique_fd, unique_fd>> connected_pair(SocketKind kind, std::str
     if (!client.ok()) {
         return client.status();
     }
-    auto server = l->accept(who);
-    if (!server.ok()) {
-        return server.status();
+    // Another local process may connect to the port first: accept until the peer is our client
+    // (its local address is the accepted socket's peer), dropping strangers.
+    sockaddr_storage mine{};
+    socklen_t mine_len = sizeof(mine);
+    if (::getsockname(client->get(), reinterpret_cast<sockaddr*>(&mine), &mine_len) != 0) {
+        return Status::from_errno(errno, std::string(who) + ": getsockname failed");
     }
-    return std::pair{std::move(client).value(), std::move(server).value()};
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        auto server = l->accept(who);
+        if (!server.ok()) {
+            return server.status();
+        }
+        sockaddr_storage peer{};
+        socklen_t peer_len = sizeof(peer);
+        if (::getpeername(server->get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
+            peer_len == mine_len && std::memcmp(&peer, &mine, mine_len) == 0) {
+            return std::pair{std::move(client).value(), std::move(server).value()};
+        }
+    }
+    return Status::from_errno(ECONNREFUSED, std::string(who) + ": " + l->address(),
+                              "other processes kept connecting before our own client");
 }
 
 Status set_timeouts(int fd, std::uint32_t ms, std::string_view who) {
