@@ -75,6 +75,21 @@ Result<KernelSetup> kernel_setup(const DeviceConfig& cfg, std::string_view who_v
     return k;
 }
 
+DeviceInfo device_info(const KernelDevice& dev, const DeviceConfig& cfg, const KernelSetup& setup) {
+    DeviceInfo info;
+    info.id = dev.index();
+    info.path = dev.path();
+    info.size = cfg.size;
+    info.block_size = cfg.block_size;
+    info.nr_queues = cfg.nr_queues;
+    info.queue_depth = setup.depth;
+    info.max_io_bytes = setup.max_io_bytes;
+    info.timeout_ms = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(std::uint64_t{setup.timeout_s} * 1000, UINT32_MAX));
+    info.features = cfg.features;
+    return info;
+}
+
 std::uint16_t kernel_flags(std::uint16_t server_flags, std::uint64_t features) noexcept {
     std::uint16_t keep = kFlagReadOnly | kFlagCanMultiConn;
     if ((features & USERBLK_F_FLUSH) != 0) {
@@ -216,16 +231,7 @@ public:
         dev_ = std::move(dev).value();
         conns_ = std::move(conns);
         stats_ = std::move(stats);
-        info_.id = dev_->index();
-        info_.path = dev_->path();
-        info_.size = cfg.size;
-        info_.block_size = cfg.block_size;
-        info_.nr_queues = cfg.nr_queues;
-        info_.queue_depth = setup->depth;
-        info_.max_io_bytes = setup->max_io_bytes;
-        info_.timeout_ms = static_cast<std::uint32_t>(
-            std::min<std::uint64_t>(std::uint64_t{setup->timeout_s} * 1000, UINT32_MAX));
-        info_.features = cfg.features;
+        info_ = nbd::device_info(*dev_, cfg, setup.value());
         return {};
     }
 

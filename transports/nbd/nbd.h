@@ -43,6 +43,9 @@ Result<KernelSetup> kernel_setup(const DeviceConfig& cfg, std::string_view who);
 /// setup, connections, sockets, queue depth, features, timeout, delete, daemon_death).
 void describe_kernel_side(Capabilities& caps);
 
+/// What a device set up as setup on dev, for cfg, is (DeviceInfo of nbd and nbdkit).
+DeviceInfo device_info(const KernelDevice& dev, const DeviceConfig& cfg, const KernelSetup& setup);
+
 /// NBD_SET_TIMEOUT's whole seconds for a request timeout in ms: rounded up; 0 gives 30 s, as
 /// userblk.ko's default.
 std::uint32_t timeout_seconds(std::uint32_t timeout_ms) noexcept;

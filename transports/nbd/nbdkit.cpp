@@ -276,16 +276,7 @@ public:
             return failed(dev.status());
         }
         dev_ = std::move(dev).value();
-        info_.id = dev_->index();
-        info_.path = dev_->path();
-        info_.size = cfg.size;
-        info_.block_size = cfg.block_size;
-        info_.nr_queues = cfg.nr_queues;
-        info_.queue_depth = setup->depth;
-        info_.max_io_bytes = setup->max_io_bytes;
-        info_.timeout_ms = static_cast<std::uint32_t>(
-            std::min<std::uint64_t>(std::uint64_t{setup->timeout_s} * 1000, UINT32_MAX));
-        info_.features = cfg.features;
+        info_ = nbd::device_info(*dev_, cfg, setup.value());
         return {};
     }
 
