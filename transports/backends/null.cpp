@@ -20,7 +20,9 @@ public:
         if (!range_ok(off, dst.size(), size_)) {
             return -EINVAL;
         }
-        std::memset(dst.data(), 0, dst.size());
+        if (!dst.empty()) { // an empty span may have no data() to pass to memset
+            std::memset(dst.data(), 0, dst.size());
+        }
         return 0;
     }
 
