@@ -28,6 +28,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/config.h"
+#include "core/fault.h"
 #include "core/kmod.h"
 #include "core/log.h"
 #include "core/registry.h"
@@ -70,6 +71,10 @@ struct AddOptions {
     std::string stats_json;
     std::string pid_file;
     std::string log_file = "/dev/null";
+    std::string fault;
+    std::optional<std::uint64_t> fault_seed;
+    double fault_rate = FaultConfig{}.rate;
+    std::uint32_t fault_skip = FaultConfig{}.skip;
 };
 
 /// What `add` was asked to run, checked.
@@ -706,6 +711,43 @@ int cmd_add(const AddOptions& o) {
                                     " transport has no socket to a server; transports with one: " +
                                     (with.empty() ? "none" : with));
     }
+    if (!o.fault.empty()) {
+        std::string bad_fault;
+        auto kinds = parse_faults(o.fault, &bad_fault);
+        if (!kinds) {
+            return fail(kExitUsage, "unknown fault '" + bad_fault + "'; valid faults: " +
+                                        format_faults((FaultMask{1} << kFaultKinds) - 1));
+        }
+        std::string offered = describe_transport(*launch.transport).get("faults").value_or("");
+        auto can = parse_faults(offered);
+        if (offered.empty() || !can || (*kinds & ~*can) != 0) {
+            std::string with;
+            for (const auto& t : transports()) {
+                if (auto f = describe_transport(t).get("faults")) {
+                    with += (with.empty() ? "" : "; ") + std::string(t.name) + ": " + *f;
+                }
+            }
+            return fail(kExitUsage,
+                        "--fault " + format_faults(*kinds & ~can.value_or(0)) + ": the " +
+                            std::string(launch.transport->name) + " transport cannot inject " +
+                            (offered.empty() ? "faults" : "it (it offers " + offered + ")") +
+                            "; transports with faults: " + with);
+        }
+        if (!o.fault_seed) {
+            return fail(kExitUsage, "--fault needs --fault-seed N, so that the run can be "
+                                    "reproduced");
+        }
+        if (!(o.fault_rate > 0 && o.fault_rate <= 1)) {
+            return fail(kExitUsage, "invalid --fault-rate: expected a share of completions "
+                                    "greater than 0 and at most 1");
+        }
+        launch.cfg.fault.kinds = *kinds;
+        launch.cfg.fault.seed = *o.fault_seed;
+        launch.cfg.fault.rate = o.fault_rate;
+        launch.cfg.fault.skip = o.fault_skip;
+    } else if (o.fault_seed) {
+        return fail(kExitUsage, "--fault-seed without --fault: name the faults to inject");
+    }
     const char* kSizeHelp = "expected a number of bytes with an optional K, M, G or T suffix";
     auto size = parse_size(o.size);
     if (!size) {
@@ -998,6 +1040,26 @@ int run(int argc, char** argv) {
                     "With --daemon: append the daemon's messages to FILE once it is ready")
         ->capture_default_str()
         ->option_text("FILE");
+
+    add->add_option("--fault", add_opts.fault,
+                    "Fault-injecting mode (docs/faults.md): the daemon lies to the kernel on "
+                    "purpose. Comma-separated: drop, double, wrong-tag, short, bad-result, "
+                    "stall, exit, scribble, or all; the transport's faults= in "
+                    "--dump-transport says which it can inject")
+        ->option_text("KIND[,KIND...]");
+    add->add_option("--fault-seed", add_opts.fault_seed,
+                    "Seed of the fault decisions (required with --fault): the n-th completion "
+                    "of a queue gets the same fault in every run of a seed")
+        ->option_text("N");
+    add->add_option("--fault-rate", add_opts.fault_rate,
+                    "Share of completions that get a fault, greater than 0 and at most 1")
+        ->capture_default_str()
+        ->option_text("P");
+    add->add_option("--fault-skip", add_opts.fault_skip,
+                    "Completions per queue served faithfully before the first fault (lets the "
+                    "kernel's partition scan through)")
+        ->capture_default_str()
+        ->option_text("N");
 
     CLI::App* list = app.add_subcommand(
         "list", "List devices, one a line: id path mode size queues depth state");

@@ -142,7 +142,8 @@ void connect(Libnbd& h, Server& s, const char* name = "disk") {
 
 std::vector<std::byte> bytes(std::string_view s) {
     std::vector<std::byte> v(s.size());
-    std::memcpy(v.data(), s.data(), s.size());
+    if (!s.empty()) // memcpy from an empty view's null data() is UB, even for 0 bytes
+        std::memcpy(v.data(), s.data(), s.size());
     return v;
 }
 

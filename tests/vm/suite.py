@@ -425,12 +425,19 @@ class TransportSuite(unittest.TestCase):
     # -- a daemon that dies, stalls or is removed --------------------------
 
     def test_daemon_killed_during_fio_fails_io_promptly(self):
+        """Recovery after a crash: the requests in flight fail, later I/O fails, the device is
+        deleted with `userblk del`, and a new daemon serves the same store: what was written
+        before the crash (and completed) is there when the store outlives the daemon."""
         d = self.daemon()
+        # Written and completed before the crash, outside the load's range.
+        kept = ["--name=kept", "--rw=write", "--bs=64k", "--size=1M", "--offset=192M",
+                "--verify=crc32c", "--verify_fatal=1"]
+        fio(f"--filename={d.path}", *kept, "--do_verify=0")
         job = subprocess.Popen(["fio", "--output-format=json", "--direct=1",
                                 "--ioengine=io_uring", f"--filename={d.path}", "--name=load",
-                                "--rw=randrw", "--bs=4k", "--iodepth=16", "--time_based",
-                                "--runtime=60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                                "--rw=randrw", "--bs=4k", "--iodepth=16", "--size=128M",
+                                "--time_based", "--runtime=60"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         self.assertIsNone(job.poll(), "fio ended before the daemon was killed")
         t0 = time.monotonic()
@@ -454,6 +461,13 @@ class TransportSuite(unittest.TestCase):
         self.assertIn("stale", r.stderr)
         run(d.cli("del"))
         self.assertTrue(device_gone(d.path))
+        # A new daemon on the same store.
+        again = self.daemon(store=d.store)
+        if d.store.outlives_daemon:
+            fio(f"--filename={again.path}", *kept, "--verify_only=1")
+        fio(f"--filename={again.path}", "--name=after", "--rw=randwrite", "--bs=4k",
+            "--size=4M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1")
+        self.assertEqual(again.stop(), 0)
 
     def test_stalled_daemon_is_caught_by_the_timeout(self):
         timeout = capabilities(self.transport).get("request_timeout", "")

@@ -19,15 +19,18 @@ namespace copy {
 /// data goes inline in the write() of completions. Buffers allocated once; nothing per request.
 class CopyQueue final : public QueueLoop {
 public:
-    /// Allocates the buffers for q (queue_buffer_size() each).
-    static Result<std::unique_ptr<CopyQueue>> create(KmodQueue& q);
+    /// Allocates the buffers for q (queue_buffer_size() each); fault is the fault mode.
+    static Result<std::unique_ptr<CopyQueue>> create(KmodQueue& q, const FaultConfig& fault = {});
 
     /// Runs every request of one batch on the backend and writes the completions to sink, in as
     /// few write() calls as the completion buffer allows.
     BatchResult handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept override;
 
 private:
-    CopyQueue(KmodQueue& q, QueueBuffers buffers) : QueueLoop(q, "copy", std::move(buffers)) {}
+    CopyQueue(KmodQueue& q, QueueBuffers buffers, const FaultConfig& fault)
+        : QueueLoop(q, "copy", std::move(buffers), fault) {}
+    /// One request under the fault mode (with_data: a READ whose data goes inline).
+    BatchResult serve_faulty(const Request& req, bool with_data, CompletionSink& sink) noexcept;
 };
 
 } // namespace copy

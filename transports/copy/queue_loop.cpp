@@ -44,9 +44,9 @@ Result<QueueBuffers> QueueBuffers::allocate(const KmodQueue& q, std::size_t size
     return QueueBuffers{std::move(requests).value(), std::move(completions).value()};
 }
 
-QueueLoop::QueueLoop(KmodQueue& q, std::string name, QueueBuffers buffers)
-    : q_(q), batch_({}, {}), name_(std::move(name)), requests_(std::move(buffers.requests)),
-      completions_(std::move(buffers.completions)),
+QueueLoop::QueueLoop(KmodQueue& q, std::string name, QueueBuffers buffers, const FaultConfig& fault)
+    : q_(q), batch_({}, {}), fault_(fault, name, q.id, q.device.timeout_ms), name_(std::move(name)),
+      requests_(std::move(buffers.requests)), completions_(std::move(buffers.completions)),
       // Every tag is answered at most once per batch: depth entries (at least one).
       entry_sizes_(std::max<std::uint32_t>(q.device.queue_depth, 1)) {
     batch_ = CompletionBatch(completions_.bytes(), entry_sizes_);
@@ -61,6 +61,82 @@ void QueueLoop::note(const char* what, int err, std::uint16_t tag) noexcept {
     log_error("%s: queue %u: %s (tag %u): %s%s", name_.c_str(), q_.id, what,
               static_cast<unsigned>(tag), text != nullptr ? text : "unknown error",
               notes_ == kMaxNotes ? "; further problems on this queue are only counted" : "");
+}
+
+void QueueLoop::put(const userblk_io_desc& d, std::int32_t res, CompletionSink& sink) noexcept {
+    if (!batch_.fits(0)) {
+        (void)flush(sink); // a dead device shows again at the batch's own flush
+    }
+    if (!batch_.add(d, res)) {
+        q_.stats.protocol_errors.add();
+    }
+}
+
+QueueLoop::FaultPlan QueueLoop::fault_prefix(FaultKind f, const userblk_io_desc& d,
+                                             CompletionSink& sink) noexcept {
+    FaultPlan plan;
+    switch (f) {
+    case FaultKind::drop:
+        plan.drop_it = true;
+        break;
+    case FaultKind::wrong_tag: {
+        // Every variant fails what it might hit (-EIO), so a lie that happened to match an
+        // outstanding request could only fail it, never fake its success.
+        const std::uint32_t depth = q_.device.queue_depth;
+        userblk_io_desc w = d;
+        switch (fault_.below(3)) {
+        case 0: // beyond the depth
+            w.tag = static_cast<std::uint16_t>(depth + fault_.below(0x10000 - depth));
+            break;
+        case 1: // the same tag, a generation it does not have
+            w.gen = d.gen + 1 + fault_.below(1000);
+            break;
+        default: // another tag, this request's generation
+            w.tag = static_cast<std::uint16_t>((d.tag + 1 + fault_.below(depth)) % depth);
+            break;
+        }
+        put(w, -EIO, sink);
+        break;
+    }
+    case FaultKind::bad_result:
+        if (fault_.below(2) == 0) {
+            put(d, fault_.invalid_result(), sink); // refused; the real answer follows
+        } else {
+            plan.result = fault_.odd_errno(); // a valid errno the request fails with
+        }
+        break;
+    case FaultKind::stall:
+        (void)flush(sink);
+        fault_.stall();
+        break;
+    case FaultKind::exit:
+        (void)flush(sink); // half the batch answered, the rest outstanding
+        fault_.exit_now();
+    case FaultKind::twice:
+    case FaultKind::short_len:
+    case FaultKind::scribble:
+        break;
+    }
+    return plan;
+}
+
+void QueueLoop::fault_suffix(FaultKind f, const userblk_io_desc& d, std::int32_t res,
+                             CompletionSink& sink) noexcept {
+    if (f != FaultKind::twice) {
+        return;
+    }
+    if (fault_.below(2) == 0) {
+        put(d, res, sink); // right after the first, in the same write()
+    } else {
+        dup_ = d; // at the start of the next batch, when the tag may be in use again
+    }
+}
+
+void QueueLoop::fault_pending(CompletionSink& sink) noexcept {
+    if (dup_) {
+        put(*dup_, 0, sink);
+        dup_.reset();
+    }
 }
 
 BatchResult QueueLoop::flush(CompletionSink& sink) noexcept {
@@ -147,6 +223,9 @@ BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
     RequestParser parser(batch, q_.device.max_io_bytes, false);
     Request req;
     std::uint64_t count = 0;
+    if (fault_.armed()) [[unlikely]] {
+        fault_pending(sink);
+    }
     for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
         if (ps == ParseStatus::truncated) {
             s.protocol_errors.add();
@@ -166,6 +245,9 @@ BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
             s.io_errors.add();
             note("malformed request: length past max_io_bytes", EPROTO, req.desc.tag);
             res = -EIO;
+        } else if (fault_.armed()) [[unlikely]] {
+            serve_faulty(req.desc, sink);
+            continue;
         } else {
             res = serve(req.desc);
         }
@@ -174,6 +256,28 @@ BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
         }
     }
     return end_batch(count, sink);
+}
+
+void DescQueue::serve_faulty(const userblk_io_desc& d, CompletionSink& sink) noexcept {
+    std::optional<FaultKind> f = fault_.pick(d.tag);
+    if (!f) {
+        put(d, serve(d), sink);
+        return;
+    }
+    FaultPlan plan = fault_prefix(*f, d, sink);
+    if (plan.drop_it) {
+        return; // its data stays where it is: the device dies at the timeout
+    }
+    const bool is_read = d.op == USERBLK_OP_READ;
+    int res = *f == FaultKind::short_len && is_read ? serve_short(d) : serve(d);
+    if (plan.result) {
+        if (is_read && res == 0) {
+            discard(d); // answered with an error: the kernel takes none of its data
+        }
+        res = *plan.result;
+    }
+    put(d, res, sink);
+    fault_suffix(*f, d, res, sink);
 }
 
 } // namespace userblk::copy

@@ -8,6 +8,8 @@
 
 #include <uapi/userblk.h>
 
+#include "fault.h"
+
 namespace userblk {
 
 /// How a transport whose requests travel over a socket to an NBD server (nbd, nbdkit) connects
@@ -33,6 +35,7 @@ struct DeviceConfig {
     /// server of its own (nbdkit: Transport::own_backends()) gets no object, only this.
     std::string backend{};
     SocketKind socket = SocketKind::unix_stream; ///< for transports that talk NBD over a socket
+    FaultConfig fault{}; ///< --fault: the faults the daemon injects (none by default)
 };
 
 /// A created device: its identity and the values in force (defaults resolved).

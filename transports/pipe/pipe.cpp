@@ -1,10 +1,12 @@
 #include "pipe.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <vector>
 
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "copy/queue_loop.h"
 #include "core/io.h"
@@ -19,8 +21,9 @@ constexpr std::size_t kSpareFds = 64;
 
 class PipeQueue final : public copy::DescQueue {
 public:
-    PipeQueue(KmodQueue& q, copy::QueueBuffers buffers, std::vector<Pipe> pipes)
-        : DescQueue(q, "pipe", std::move(buffers)), pipes_(std::move(pipes)) {}
+    PipeQueue(KmodQueue& q, copy::QueueBuffers buffers, std::vector<Pipe> pipes,
+              const FaultConfig& fault)
+        : DescQueue(q, "pipe", std::move(buffers), fault), pipes_(std::move(pipes)) {}
 
 private:
     int serve(const userblk_io_desc& d) noexcept override {
@@ -43,6 +46,32 @@ private:
         return res;
     }
 
+    // The short fault: the READ's data goes into the pipe, then half of it is taken out again,
+    // so the kernel finds fewer bytes than len behind a result of 0.
+    int serve_short(const userblk_io_desc& d) noexcept override {
+        int res = serve(d);
+        if (res != 0 || d.tag >= pipes_.size()) {
+            return res;
+        }
+        std::span<std::byte> scratch = q_.backend_queue.buffer();
+        std::size_t left = d.len / 2;
+        while (left > 0 && !scratch.empty()) {
+            ssize_t n =
+                ::read(pipes_[d.tag].r.get(), scratch.data(), std::min(left, scratch.size()));
+            if (n <= 0) {
+                break;
+            }
+            left -= static_cast<std::size_t>(n);
+        }
+        return 0;
+    }
+
+    void discard(const userblk_io_desc& d) noexcept override {
+        if (d.tag < pipes_.size() && drain_pipe(pipes_[d.tag].r.get()) > 0) {
+            q_.stats.data_calls.add();
+        }
+    }
+
     std::vector<Pipe> pipes_;
 };
 
@@ -63,6 +92,7 @@ private:
         caps.set_flag("polling", false);
         caps.set_number("syscalls_per_batch", 2);
         caps.set("fds", "2 * queues * depth + queues (a pipe per tag)");
+        caps.set("faults", format_faults(kDescFaults));
     }
 
     Result<std::unique_ptr<KmodQueueWorker>> make_worker(KmodQueue& q) override {
@@ -100,7 +130,7 @@ private:
             pipes.push_back(std::move(p).value());
         }
         return std::unique_ptr<KmodQueueWorker>(
-            new PipeQueue(q, std::move(buffers).value(), std::move(pipes)));
+            new PipeQueue(q, std::move(buffers).value(), std::move(pipes), config().fault));
     }
 };
 

@@ -96,6 +96,15 @@ public:
         return std::atomic_ref(idx_->rejected).load(std::memory_order_relaxed);
     }
 
+    /// The shared indices themselves, for the scribble fault (core/fault.h), which writes
+    /// garbage into them on purpose. Nothing else may use this.
+    [[nodiscard]] userblk_ring_indices* raw_indices() const noexcept { return idx_; }
+    /// Writes raw bytes as the completion entry at index (the scribble fault).
+    void put_raw_completion(std::uint32_t index, const std::byte* bytes) const noexcept {
+        std::memcpy(cq_ + std::size_t{slot(index, cq_entries_)} * sizeof(userblk_io_cpl), bytes,
+                    sizeof(userblk_io_cpl));
+    }
+
     /// A copy of the request entry at index.
     [[nodiscard]] userblk_io_desc request(std::uint32_t index) const noexcept {
         userblk_io_desc d;

@@ -1,5 +1,7 @@
 #include "ring.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -50,10 +52,11 @@ private:
         caps.set("queue_memory", "map_size = PAGE_ALIGN(ALIGN(320 + E*24, 64) + E*16) + depth * "
                                  "PAGE_ALIGN(max_io_bytes), shared with the kernel; plus E*24 B "
                                  "for the daemon's copy of a batch");
+        caps.set("faults", format_faults(kRingFaults));
     }
 
     Result<std::unique_ptr<KmodQueueWorker>> make_worker(KmodQueue& q) override {
-        auto worker = ring::RingQueue::create(q, config().poll_us);
+        auto worker = ring::RingQueue::create(q, config().poll_us, config().fault);
         if (!worker.ok()) {
             return worker.status();
         }
@@ -91,7 +94,8 @@ std::unique_ptr<Transport> make_ring_transport() {
 
 namespace ring {
 
-Result<std::unique_ptr<RingQueue>> RingQueue::create(KmodQueue& q, std::uint32_t poll_us) {
+Result<std::unique_ptr<RingQueue>> RingQueue::create(KmodQueue& q, std::uint32_t poll_us,
+                                                     const FaultConfig& fault) {
     const std::string what = "ring: queue " + std::to_string(q.id);
     userblk_ring_layout l{};
     if (::ioctl(q.fd, USERBLK_IOC_RING_LAYOUT, &l) < 0) {
@@ -112,13 +116,14 @@ Result<std::unique_ptr<RingQueue>> RingQueue::create(KmodQueue& q, std::uint32_t
     if (!area.ok()) {
         return area.status();
     }
-    return attach(q, std::move(area).value(), l, std::make_unique<FdKernel>(q.fd), poll_us);
+    return attach(q, std::move(area).value(), l, std::make_unique<FdKernel>(q.fd), poll_us, fault);
 }
 
 Result<std::unique_ptr<RingQueue>> RingQueue::attach(KmodQueue& q, Mapping area,
                                                      const userblk_ring_layout& l,
                                                      std::unique_ptr<RingKernel> kernel,
-                                                     std::uint32_t poll_us) {
+                                                     std::uint32_t poll_us,
+                                                     const FaultConfig& fault) {
     const std::string what = "ring: queue " + std::to_string(q.id);
     std::string why = layout_problem(l, q.device.queue_depth, q.device.max_io_bytes,
                                      static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
@@ -138,15 +143,16 @@ Result<std::unique_ptr<RingQueue>> RingQueue::attach(KmodQueue& q, Mapping area,
                 ", cq " + std::to_string(ring.cq_head()) + ".." + std::to_string(ring.cq_tail()));
     }
     return std::unique_ptr<RingQueue>(
-        new RingQueue(q, std::move(area), l, std::move(kernel), poll_us));
+        new RingQueue(q, std::move(area), l, std::move(kernel), poll_us, fault));
 }
 
 RingQueue::RingQueue(KmodQueue& q, Mapping area, const userblk_ring_layout& l,
-                     std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us)
+                     std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us,
+                     const FaultConfig& fault)
     : q_(q), area_(std::move(area)), ring_(area_.data(), l), kernel_(std::move(kernel)),
       poll_us_(poll_us), sq_head_(ring_.sq_head()), cq_tail_(ring_.cq_tail()),
       cq_head_seen_(ring_.cq_head()), rejected_base_(ring_.rejected()), batch_(l.sq_entries),
-      last_of_tag_(l.nr_bufs) {}
+      last_of_tag_(l.nr_bufs), fault_(fault, "ring", q.id, q.device.timeout_ms) {}
 
 void RingQueue::note(const char* what, int err, std::uint16_t tag) noexcept {
     if (notes_ >= kMaxNotes) {
@@ -261,6 +267,13 @@ StepStatus RingQueue::serve_available() noexcept {
     sq_head_ = tail;
     ring_.set_sq_head(sq_head_);
     QueueStats::count_batch(s.request_batches, n);
+    if (fault_.armed() && dup_) [[unlikely]] {
+        StepStatus st = push_completion(*dup_, 0);
+        dup_.reset();
+        if (st != StepStatus::served) {
+            return st;
+        }
+    }
 
     // A tag seen twice in one pass was reused by the kernel: the earlier request timed out (its
     // answer would be refused as stale) and its buffer now holds the later one's data. Only the
@@ -281,6 +294,12 @@ StepStatus RingQueue::serve_available() noexcept {
         if (last_of_tag_[d.tag] != i) {
             continue;
         }
+        if (fault_.armed()) [[unlikely]] {
+            if (StepStatus st = serve_faulty(d, check); st != StepStatus::served) {
+                return st;
+            }
+            continue;
+        }
         int result = check == EntryCheck::ok ? run_request(d) : refuse_request(d, check);
         StepStatus st = push_completion(d, result);
         if (st != StepStatus::served) {
@@ -289,6 +308,141 @@ StepStatus RingQueue::serve_available() noexcept {
     }
     ring_.set_cq_tail(cq_tail_);
     return StepStatus::served;
+}
+
+StepStatus RingQueue::serve_faulty(const userblk_io_desc& d, EntryCheck check) noexcept {
+    std::optional<FaultKind> f = fault_.pick(d.tag);
+    auto answer = [&]() {
+        return check == EntryCheck::ok ? run_request(d) : refuse_request(d, check);
+    };
+    if (!f) {
+        return push_completion(d, answer());
+    }
+    StepStatus st = StepStatus::served;
+    switch (*f) {
+    case FaultKind::drop:
+        return StepStatus::served;
+    case FaultKind::exit:
+        ring_.set_cq_tail(cq_tail_); // what was answered so far goes to the kernel, the rest not
+        (void)enter(0);
+        fault_.exit_now();
+    case FaultKind::stall:
+        ring_.set_cq_tail(cq_tail_);
+        (void)enter(0);
+        fault_.stall();
+        return push_completion(d, answer());
+    case FaultKind::wrong_tag: {
+        const std::uint32_t depth = q_.device.queue_depth;
+        userblk_io_desc w = d;
+        switch (fault_.below(3)) {
+        case 0:
+            w.tag = static_cast<std::uint16_t>(depth + fault_.below(0x10000 - depth));
+            break;
+        case 1:
+            w.gen = d.gen + 1 + fault_.below(1000);
+            break;
+        default:
+            w.tag = static_cast<std::uint16_t>((d.tag + 1 + fault_.below(depth)) % depth);
+            break;
+        }
+        st = push_completion(w, -EIO); // fails what it might hit, never fakes a success
+        return st != StepStatus::served ? st : push_completion(d, answer());
+    }
+    case FaultKind::bad_result:
+        if (fault_.below(2) == 0) {
+            st = push_completion(d, fault_.invalid_result());
+            return st != StepStatus::served ? st : push_completion(d, answer());
+        }
+        return push_completion(d, fault_.odd_errno()); // unrun
+    case FaultKind::twice: {
+        int res = answer();
+        st = push_completion(d, res);
+        if (st != StepStatus::served) {
+            return st;
+        }
+        if (fault_.below(2) == 0) {
+            return push_completion(d, res);
+        }
+        dup_ = d;
+        return StepStatus::served;
+    }
+    case FaultKind::scribble:
+        st = push_completion(d, answer());
+        scribble();
+        return st;
+    case FaultKind::short_len:
+        break; // not offered: a ring completion has no length
+    }
+    return push_completion(d, answer());
+}
+
+void RingQueue::scribble() noexcept {
+    userblk_ring_indices* idx = ring_.raw_indices();
+    const std::uint32_t garbage = static_cast<std::uint32_t>(fault_.next());
+    // Out of range for sure: more than a ring away from anything valid.
+    const std::uint32_t far = cq_tail_ + ring_.cq_entries() + 1 + (garbage >> 1);
+    auto restore = [](std::uint32_t& field, std::uint32_t bad, std::uint32_t good) {
+        // The kernel may have written its own index meanwhile: keep that.
+        std::atomic_ref(field).compare_exchange_strong(bad, good);
+    };
+    ring_.set_cq_tail(cq_tail_);
+    switch (fault_.below(5)) {
+    case 0: { // our submission head
+        std::atomic_ref(idx->sq_head).store(garbage, std::memory_order_release);
+        (void)enter(0);
+        ring_.set_sq_head(sq_head_);
+        break;
+    }
+    case 1: { // our completion tail, out of range: RING_ENTER must refuse it
+        std::atomic_ref(idx->cq_tail).store(far, std::memory_order_release);
+        long r = kernel_->enter(0);
+        q_.stats.wait_calls.add();
+        if (r != -EINVAL && r != -ENODEV) {
+            note("the kernel took an out-of-range completion tail", EPROTO, 0);
+        }
+        ring_.set_cq_tail(cq_tail_);
+        (void)enter(0);
+        break;
+    }
+    case 2: { // the kernel's submission tail: it must keep its own
+        std::uint32_t saved = ring_.sq_tail();
+        std::atomic_ref(idx->sq_tail).store(garbage, std::memory_order_release);
+        (void)enter(0);
+        restore(idx->sq_tail, garbage, saved);
+        break;
+    }
+    case 3: { // the kernel's completion head: it must keep its own
+        std::uint32_t saved = ring_.cq_head();
+        std::atomic_ref(idx->cq_head).store(garbage, std::memory_order_release);
+        (void)enter(0);
+        restore(idx->cq_head, garbage, saved);
+        break;
+    }
+    default: { // a published completion entry of random bytes (its reserved fields half the
+               // time zero, so that the tag and gen are looked at; its result is then -EIO)
+        std::byte raw[sizeof(userblk_io_cpl)];
+        for (std::size_t i = 0; i < sizeof(raw); i += 8) {
+            std::uint64_t v = fault_.next();
+            std::memcpy(raw + i, &v, std::min<std::size_t>(8, sizeof(raw) - i));
+        }
+        if (fault_.below(2) == 0) {
+            userblk_io_cpl c;
+            std::memcpy(&c, raw, sizeof(c));
+            c.reserved0 = 0;
+            c.reserved1 = 0;
+            c.result = -EIO;
+            std::memcpy(raw, &c, sizeof(c));
+        }
+        if (distance(cq_tail_, ring_.cq_head()) < ring_.cq_entries()) {
+            ring_.put_raw_completion(cq_tail_, raw);
+            ++cq_tail_;
+            ++unhanded_;
+            ring_.set_cq_tail(cq_tail_);
+            (void)enter(0);
+        }
+        break;
+    }
+    }
 }
 
 bool RingQueue::spin(const std::stop_token& stop) const noexcept {

@@ -8,9 +8,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <vector>
 
+#include "core/fault.h"
 #include "core/kmod.h"
 #include "core/mapping.h"
 #include "protocol.h"
@@ -47,14 +49,16 @@ class RingQueue final : public KmodQueueWorker {
 public:
     /// Reads q.fd's layout (USERBLK_IOC_RING_LAYOUT), checks it against q.device and maps the
     /// area. poll_us > 0 selects busy-polling (see run()).
-    static Result<std::unique_ptr<RingQueue>> create(KmodQueue& q, std::uint32_t poll_us);
+    static Result<std::unique_ptr<RingQueue>> create(KmodQueue& q, std::uint32_t poll_us,
+                                                     const FaultConfig& fault = {});
 
     /// Serves an area that is already mapped with layout l through kernel (the tests' fake ring).
     /// Checks l as create() does, and that the indices in the area are consistent.
     static Result<std::unique_ptr<RingQueue>> attach(KmodQueue& q, Mapping area,
                                                      const userblk_ring_layout& l,
                                                      std::unique_ptr<RingKernel> kernel,
-                                                     std::uint32_t poll_us);
+                                                     std::uint32_t poll_us,
+                                                     const FaultConfig& fault = {});
 
     /// Serves until RING_ENTER fails with ENODEV (the device is dead, e.g. stopped or deleted),
     /// or a fatal error. See ring.cpp for the loop and its syscalls per request.
@@ -72,7 +76,7 @@ public:
 
 private:
     RingQueue(KmodQueue& q, Mapping area, const userblk_ring_layout& l,
-              std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us);
+              std::unique_ptr<RingKernel> kernel, std::uint32_t poll_us, const FaultConfig& fault);
 
     /// RING_ENTER with flags; counts it, the completions it handed over and the kernel's refusals.
     long enter(unsigned flags) noexcept;
@@ -86,6 +90,11 @@ private:
     StepStatus push_completion(const userblk_io_desc& d, std::int32_t result) noexcept;
     StepStatus fail(int err, const char* what, std::uint32_t got, std::uint32_t ours) noexcept;
     void note(const char* what, int err, std::uint16_t tag) noexcept;
+    /// Runs and answers request i of the pass under the fault mode (core/fault.h).
+    StepStatus serve_faulty(const userblk_io_desc& d, EntryCheck check) noexcept;
+    /// The scribble fault: garbage into one shared index or completion entry, shown to the
+    /// kernel by a RING_ENTER, then our own state put back.
+    void scribble() noexcept;
 
     KmodQueue& q_;
     Mapping area_;
@@ -101,6 +110,8 @@ private:
     std::vector<std::uint32_t> last_of_tag_; ///< nr_bufs: a tag's latest entry in the pass
     Status error_;
     std::uint32_t notes_ = 0; ///< diagnostics printed, capped so a broken kernel cannot flood
+    FaultInjector fault_;
+    std::optional<userblk_io_desc> dup_; ///< a duplicate completion owed to the next pass
 };
 
 } // namespace ring

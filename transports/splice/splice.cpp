@@ -17,8 +17,9 @@ namespace {
 
 class SpliceQueue final : public copy::DescQueue {
 public:
-    SpliceQueue(KmodQueue& q, copy::QueueBuffers buffers, unique_fd data, Pipe pipe)
-        : DescQueue(q, "splice", std::move(buffers)), data_(std::move(data)),
+    SpliceQueue(KmodQueue& q, copy::QueueBuffers buffers, unique_fd data, Pipe pipe,
+                const FaultConfig& fault)
+        : DescQueue(q, "splice", std::move(buffers), fault), data_(std::move(data)),
           pipe_(std::move(pipe)), native_(q.backend.native_pipe()) {}
 
 private:
@@ -30,6 +31,21 @@ private:
             return execute(q_.backend, q_.backend_queue, d, {}); // answers -EINVAL, counted
         }
         return native_ ? serve_piped(d) : serve_buffered(d);
+    }
+
+    // The short fault: the READ's data is read into the daemon's buffer and only its first half
+    // is written to the data fd, so the kernel finds fewer bytes than len behind a result of 0.
+    int serve_short(const userblk_io_desc& d) noexcept override {
+        if (d.op != USERBLK_OP_READ || d.len > q_.device.max_io_bytes || d.len < 2) {
+            return serve(d);
+        }
+        std::span<std::byte> buf = q_.backend_queue.buffer().first(d.len);
+        int res = execute(q_.backend, q_.backend_queue, d, buf);
+        if (res != 0) {
+            return res;
+        }
+        (void)transfer(true, buf.first(d.len / 2), USERBLK_SPLICE_OFF(d.tag, 0), d.tag);
+        return 0;
     }
 
     /// data fd <-> pipe <-> backend, by splice only.
@@ -130,6 +146,7 @@ private:
         caps.set_flag("polling", false);
         caps.set_number("syscalls_per_batch", 2);
         caps.set("fds", "4 * queues (queue fd, data fd, a pipe)");
+        caps.set("faults", format_faults(kDescFaults));
     }
 
     Result<std::unique_ptr<KmodQueueWorker>> make_worker(KmodQueue& q) override {
@@ -148,8 +165,9 @@ private:
         if (!pipe.ok()) {
             return pipe.status();
         }
-        return std::unique_ptr<KmodQueueWorker>(new SpliceQueue(
-            q, std::move(buffers).value(), std::move(data), std::move(pipe).value()));
+        return std::unique_ptr<KmodQueueWorker>(
+            new SpliceQueue(q, std::move(buffers).value(), std::move(data), std::move(pipe).value(),
+                            config().fault));
     }
 };
 

@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+"""The fault matrix: every fault a transport offers, against the kernel, in the platform.
+
+Runs inside the platform (the VM or a native host), as root:
+
+    harness/platform run -- tests/vm/faults.py --transport copy [--fault drop] [--seed N]
+
+For each fault the transport lists in faults= (`userblk --dump-transport`), a daemon serves a
+RAM device with `--fault KIND --fault-seed N` and a request timeout of 2 s, and fio writes and
+verifies data on it (crc32c, verify_fatal). It must see I/O errors or correct data, never a
+verify failure (silent corruption); it must end within the timeout plus a margin (no hang);
+the kernel log after a marker must show no WARNING:, BUG:, Oops, hung task or KASAN; the fault
+must have fired; and afterwards the device must go away (by its daemon, or `userblk del`) and
+a new device on the same transport must verify clean. docs/faults.md says what each fault does
+and what the kernel does about it. Exit status: 0 pass, 1 fail, 77 skip (with the reason).
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+from suite import (USERBLK, Daemon, capabilities, device_gone, dmesg, fio, fio_json,  # noqa: E402
+                   kmsg, load_module, run, stores)
+
+TIMEOUT_MS = 2000
+# The longest a fio run may take: its own I/O under TCG, the request timeout, the stall fault
+# (twice the timeout plus a second) and a margin.
+FIO_LIMIT_S = 60
+# fio's error for a verify failure (EILSEQ): the data read back is not what was written.
+EILSEQ = 84
+# The exit status of a daemon the exit fault ended (kFaultExitStatus in core/fault.h).
+FAULT_EXIT = 3
+
+
+def verify_job(path, name, extra=()):
+    """A short verify job: written, then read back and checked (crc32c, first failure fatal)."""
+    return [f"--filename={path}", f"--name={name}", "--rw=randwrite", "--bsrange=4k-64k",
+            "--iodepth=8", "--numjobs=2", "--size=2M", "--offset_increment=8M",
+            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--group_reporting",
+            *extra]
+
+
+def corrupted(r):
+    """Why fio's output shows silent corruption (a verify failure), or None."""
+    text = r.stdout + r.stderr
+    for needle in ("verify failed", "bad magic header", "verify: bad", "crc32c: verify"):
+        if needle in text:
+            return f"fio reports a verify failure ({needle!r})"
+    try:
+        jobs = fio_json(r).get("jobs", [])
+    except AssertionError:
+        return None
+    if any(job.get("error") == EILSEQ for job in jobs):
+        return "fio ended with EILSEQ: the data read back is not what was written"
+    return None
+
+
+def daemon_log(d):
+    try:
+        return d.proc.stderr.read() or ""
+    except (OSError, ValueError):
+        return ""
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, why):
+    if not cond:
+        raise Failure(why)
+
+
+def one_fault(transport, kind, seed, scratch):
+    """Runs the matrix cell (transport, kind); returns a one-line outcome, raises Failure."""
+    marker = f"userblk-fault-marker: {transport} {kind} {os.getpid()} {time.time_ns()}"
+    kmsg(marker)
+    store = stores.make("ram", "64M", scratch)
+    clean = None
+    d = Daemon(transport, store, size="64M", queues=2, depth=16,
+               extra=["--timeout-ms", str(TIMEOUT_MS), "--fault", kind, "--fault-seed", str(seed),
+                      "--fault-rate", "0.05", "--fault-skip", "16"])
+    try:
+        t0 = time.monotonic()
+        try:
+            r = fio(*verify_job(d.path, f"fault-{kind}"), timeout=FIO_LIMIT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"fio still running {FIO_LIMIT_S} s into the run: I/O hangs")
+        elapsed = time.monotonic() - t0
+        why = corrupted(r)
+        check(why is None, f"silent corruption: {why}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        outcome = "correct data" if r.returncode == 0 else "I/O errors"
+        # The daemon: still serving (the device survived the lies), or ended by the device's
+        # death (timeout), or by the exit fault.
+        if d.proc.poll() is None:
+            code = d.stop(signal.SIGTERM, timeout=30)
+        else:
+            code = d.proc.returncode
+        log = daemon_log(d)
+        fired = log.count("fault: ")
+        check(fired > 0, f"the {kind} fault never fired: the run proves nothing\n{log[-2000:]}")
+        if kind == "exit":
+            check(code == FAULT_EXIT, f"the exit fault's daemon exited {code}, not {FAULT_EXIT}")
+        if os.path.exists(d.path):
+            rd = run([USERBLK, "del", "--transport", transport, str(d.id)], check=False,
+                     timeout=60)
+            check(rd.returncode == 0 or not os.path.exists(d.path),
+                  f"userblk del {d.id} failed: {rd.stderr.strip()}")
+        check(device_gone(d.path), f"{d.path} still exists after the daemon and userblk del")
+        # A new device on the same transport is clean.
+        clean = Daemon(transport, stores.make("ram", "64M", scratch), size="64M", queues=2,
+                       depth=16, extra=["--timeout-ms", str(TIMEOUT_MS)])
+        rc = fio(*verify_job(clean.path, "after"), timeout=FIO_LIMIT_S, check=False)
+        check(rc.returncode == 0, f"a new device after the fault failed verify:\n"
+                                  f"{rc.stdout[-2000:]}\n{rc.stderr[-2000:]}")
+        check(clean.stop() == 0, "the new device's daemon did not exit 0")
+        check(device_gone(clean.path), f"{clean.path} still exists after SIGTERM")
+        return f"{outcome}, fio {elapsed:.1f} s, daemon exit {code}, {fired} fault lines"
+    finally:
+        for x in (d, clean):
+            if x is not None and x.proc.poll() is None:
+                x.proc.kill()
+                x.proc.wait()
+                run([USERBLK, "del", "--transport", transport, str(x.id)], check=False)
+        bad = dmesg.bad_lines(run(["dmesg"]).stdout, after_marker=marker)
+        if bad:
+            raise Failure("kernel log after the marker shows a problem:\n" + "\n".join(bad))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transport", required=True, help="a userblk.ko transport (copy, ring, ...)")
+    ap.add_argument("--fault", action="append",
+                    help="only this fault (repeatable; default: every one the transport offers)")
+    ap.add_argument("--seed", type=int, default=9, help="--fault-seed of every run (default 9)")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("SKIP: the fault matrix needs root")
+        return 77
+    if not os.access(USERBLK, os.X_OK):
+        print(f"FAIL: {USERBLK} is missing: run 'make build'")
+        return 1
+    offered = [f for f in capabilities(a.transport).get("faults", "").split(",") if f]
+    if not offered:
+        print(f"SKIP: {a.transport} offers no faults (no faults= in --dump-transport)")
+        return 77
+    kinds = a.fault or offered
+    loaded = load_module()
+    scratch = tempfile.mkdtemp(prefix="userblk-faults-", dir=os.environ.get("USERBLK_SCRATCH"))
+    failed = 0
+    t_all = time.monotonic()
+    try:
+        for kind in kinds:
+            t0 = time.monotonic()
+            try:
+                what = one_fault(a.transport, kind, a.seed, scratch)
+                print(f"PASS {a.transport} {kind}: {what} [{time.monotonic() - t0:.1f} s]",
+                      flush=True)
+            except (Failure, AssertionError) as e:
+                failed += 1
+                print(f"FAIL {a.transport} {kind}: {e} [{time.monotonic() - t0:.1f} s]",
+                      flush=True)
+    finally:
+        if loaded:
+            r = run(["rmmod", "userblk"], check=False)
+            if r.returncode != 0:
+                print(f"FAIL: rmmod userblk after the matrix: {r.stderr.strip()}")
+                failed += 1
+    print(f"{len(kinds) - failed} passed, {failed} failed ({a.transport}, seed {a.seed}, "
+          f"{time.monotonic() - t_all:.1f} s)")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
