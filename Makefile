@@ -1,23 +1,45 @@
 # userblk: the front door. `make help` lists the targets.
 SHELL     := /bin/bash
 PY        := /usr/bin/python3
-BUILD     ?= build
+# SANITIZE=address: the user space with ASan and UBSan, in its own folder (docs/reliability.md).
+SANITIZE  ?=
+BUILD     ?= $(if $(SANITIZE),build-asan,build)
 PLATFORM  ?= auto
 JOBS      ?= $(shell nproc)
-# The kernel tree userblk.ko is built against: the VM kernel's headers, or the
-# running kernel's when the platform is native.
-KDIR      ?= $(shell $(PY) harness/platform info --platform $(PLATFORM) --get kdir)
+# The kernel the VM tests boot: debian (Debian's linux-image-amd64) or debug (KASAN,
+# lockdep, kmemleak: built from linux-source-6.1 into a cache, docs/debug-kernel.md).
+# KERNEL=debug reaches the harness as USERBLK_KERNEL=debug.
+KERNEL    ?= debian
+ifeq ($(KERNEL),debug)
+export USERBLK_KERNEL := debug
+KERNEL_DEP := debug-kernel
+ifeq ($(PLATFORM),native)
+$(error KERNEL=debug runs in the VM: use PLATFORM=vm or auto)
+endif
+else ifneq ($(KERNEL),debian)
+$(error KERNEL must be debian or debug, not '$(KERNEL)')
+endif
+# The kernel tree kmod/userblk.ko is built against: the VM kernel's headers, or the
+# running kernel's when the platform is native. Always Debian's: the debug kernel's
+# userblk.ko is built from a copy of kmod/ in its cache, never in kmod/.
+KDIR      ?= $(shell $(if $(filter debug,$(USERBLK_KERNEL)),USERBLK_KERNEL=) \
+	$(PY) harness/platform info --platform $(PLATFORM) --get kdir)
 CMAKE_FLAGS ?= -DUSERBLK_WERROR=$(if $(CI),ON,OFF)
+CMAKE_FLAGS += $(if $(SANITIZE),-DUSERBLK_SANITIZE=$(SANITIZE))
 CTEST_ARGS ?=
+# EXTENDED=1: also the tests labelled extended (the baselines on the file and forward backends).
+CTEST_EXCLUDE = $(if $(EXTENDED),,-LE extended)
 
 export PLATFORM
 
-.PHONY: help deps build configure kmod test unit vm-test vm-shell bench checkpatch format clean
+.PHONY: help deps build configure kmod test unit vm-test vm-shell bench checkpatch format clean \
+	debug-kernel
 
 help:
 	@echo "make deps        install the Debian packages in deps/debian-packages.txt (idempotent)"
 	@echo "make build       build the user space (CMake, into $(BUILD)/) and kmod/userblk.ko"
 	@echo "make test        deps + build + every test (unit and kernel-in-the-loop), via ctest"
+	@echo "                 (EXTENDED=1: also the baselines on the file and forward backends)"
 	@echo "make unit        only the user-space unit tests"
 	@echo "make vm-test     only the kernel-in-the-loop tests"
 	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
@@ -27,7 +49,10 @@ help:
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
 	@echo "make figures     every figure of plots/ into paper/figures/, from results/"
 	@echo "make checkpatch  the kernel style check on kmod/"
+	@echo "make fuzz ITER=<n> [TRANSPORT=<name>] [SEED=<s>]   fuzz userblk.ko's ioctls and queue fds in the VM (SANITIZE=address: user space under ASan, docs/reliability.md)"
+	@echo "make debug-kernel   build (or reuse) the debug kernel of KERNEL=debug (docs/debug-kernel.md)"
 	@echo "variables: PLATFORM=auto|vm|native  KDIR=<kernel build tree>  BUILD=<dir>"
+	@echo "           KERNEL=debian|debug   the kernel the VM tests boot (debug: KASAN, lockdep, kmemleak)"
 
 deps:
 	@harness/deps
@@ -43,19 +68,23 @@ build: configure
 kmod:
 	$(MAKE) -C kmod KDIR="$(KDIR)"
 
-test: deps
+test: deps $(KERNEL_DEP)
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_EXCLUDE) $(CTEST_ARGS)
 
 unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
 
-vm-test: build
-	ctest --test-dir $(BUILD) --output-on-failure -L vm $(CTEST_ARGS)
+vm-test: build $(KERNEL_DEP)
+	ctest --test-dir $(BUILD) --output-on-failure -L vm $(CTEST_EXCLUDE) $(CTEST_ARGS)
 
-vm-shell: build
+vm-shell: build $(KERNEL_DEP)
 	harness/vm shell
+
+# The debug kernel and userblk.ko for it, in ${XDG_CACHE_HOME:-~/.cache}/userblk; reused when built.
+debug-kernel: deps
+	@harness/kernel/build --jobs $(JOBS)
 
 # make bench TRANSPORT=copy [BACKEND=null,ram] [WORKLOADS=quick] [REPS=3] [PLATFORM=auto]
 # (RESUME=results/runs/<run-id> finishes an interrupted run). See harness/bench --help.
@@ -102,4 +131,19 @@ figures:
 		$(PY) $$f --out paper/figures; rc=$$?; \
 		if [ $$rc -eq 77 ]; then echo "figures: $$f skipped"; \
 		elif [ $$rc -ne 0 ]; then echo "figures: $$f failed (status $$rc)"; exit $$rc; fi; \
+	done
+
+# make fuzz ITER=20000 [TRANSPORT=copy] [SEED=s] [FUZZ_SECONDS=3000]: the ioctl and queue-fd fuzzer
+# (tests/vm/fuzz.cpp) on the platform, longer than the vm_fuzz_* tests; every transport of
+# userblk.ko unless TRANSPORT names one. A failure prints the seed that reruns it.
+.PHONY: fuzz
+ITER ?= 20000
+FUZZ_SECONDS ?= 3000
+fuzz: configure $(KERNEL_DEP)
+	cmake --build $(BUILD) -j $(JOBS) --target userblk_fuzz
+	@for t in $(or $(TRANSPORT),copy ring pipe splice); do \
+		harness/platform run --quiet --timeout $$(( $(FUZZ_SECONDS) + 900 )) \
+			--env USERBLK_BUILD=$(abspath $(BUILD)) -- \
+			$(PY) tests/vm/fuzz.py --transport $$t --iterations $(ITER) \
+			--seconds $(FUZZ_SECONDS) $(if $(SEED),--seed $(SEED)) || exit 1; \
 	done

@@ -22,6 +22,13 @@ BAD_PATTERNS = (
 
 _BAD_RE = re.compile("|".join(re.escape(p) for p in BAD_PATTERNS))
 
+# Lines that match a pattern above but are no problem (the debug kernel's boot).
+BENIGN_PATTERNS = (
+    "kmemleak: Kernel memory leak detector initialized",
+    "kmemleak: Automatic memory scanning thread started",
+)
+_BENIGN_RE = re.compile("|".join(re.escape(p) for p in BENIGN_PATTERNS))
+
 
 def bad_lines(text, after_marker=None):
     """Return the lines of a kernel log that show a kernel problem.
@@ -34,4 +41,5 @@ def bad_lines(text, after_marker=None):
             if after_marker in lines[i]:
                 lines = lines[i + 1:]
                 break
-    return [line.rstrip("\r") for line in lines if _BAD_RE.search(line)]
+    return [line.rstrip("\r") for line in lines
+            if _BAD_RE.search(line) and not _BENIGN_RE.search(line)]

@@ -29,6 +29,11 @@ mount -t sysfs sysfs $R/sys || die "cannot mount sysfs"
 mount -t configfs configfs $R/sys/kernel/config 2>/dev/null
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mount -t devtmpfs devtmpfs $R/dev || die "cannot mount devtmpfs"
+# A kernel whose modules are not in the host's /lib/modules (the debug kernel,
+# docs/debug-kernel.md): USERBLK_MODULES is the host folder that has them.
+if [ -n "$USERBLK_MODULES" ]; then
+	mount --bind "$R$USERBLK_MODULES" $R/lib/modules || die "cannot mount $USERBLK_MODULES"
+fi
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 ln -sf /proc/self/fd $R/dev/fd
@@ -73,6 +78,12 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || say "cannot bring u
 	echo "memtotal_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
 } >"$OUT/guest-info"
 
+# USERBLK_KMEMLEAK=1 (the debug kernel): forget what boot leaves, scan after the command.
+KMEMLEAK=$R/sys/kernel/debug/kmemleak
+if [ "$USERBLK_KMEMLEAK" = 1 ] && [ -w $KMEMLEAK ]; then
+	echo scan >$KMEMLEAK && echo clear >$KMEMLEAK
+fi
+
 GUEST_ENV="HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 if [ "$USERBLK_MODE" = shell ]; then
 	# shellcheck disable=SC2086
@@ -85,6 +96,10 @@ else
 	chroot $R /usr/bin/env -i $GUEST_ENV /bin/sh "$USERBLK_OUT/cmd.sh" \
 		</dev/null >/dev/ttyS0 2>&1
 	echo $? >"$OUT/status"
+	if [ "$USERBLK_KMEMLEAK" = 1 ] && [ -w $KMEMLEAK ]; then
+		sleep 5 # kmemleak reports no object younger than 5 s
+		echo scan >$KMEMLEAK && cat $KMEMLEAK >"$OUT/kmemleak"
+	fi
 fi
 sync
 umount "$OUT"

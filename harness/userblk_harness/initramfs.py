@@ -97,7 +97,8 @@ def build_base(kernel, cache_dir):
         name = module_name(p) + ".ko"
         c.file(f"lib/boot-modules/{name}", _read_module(os.path.join(kernel.moddir, p)))
         order.append(name)
-    c.file("lib/boot-modules/order", ("\n".join(order) + "\n").encode())
+    # empty for a kernel with all of them built in (the debug kernel)
+    c.file("lib/boot-modules/order", "".join(n + "\n" for n in order).encode())
     c.file("init", init, 0o755)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = out + ".tmp"

@@ -14,6 +14,7 @@ class Kernel:
     release: str          # e.g. 6.1.0-56-amd64
     vmlinuz: str          # /boot/vmlinuz-<release>
     moddir: str           # /lib/modules/<release>
+    cmdline: tuple = ()   # guest kernel options this kernel needs (the debug kernel's)
 
     @property
     def kdir(self):
@@ -29,10 +30,14 @@ class KernelError(Exception):
 def find_vm_kernel(release=None):
     """The Debian kernel the VM boots: the newest /boot/vmlinuz-*-amd64 with modules.
 
-    USERBLK_KERNEL (a release name) overrides the choice. The ABI number moves
-    with Debian updates, so it is discovered, never written down.
+    USERBLK_KERNEL (a release name) overrides the choice; USERBLK_KERNEL=debug
+    is the debug kernel built by harness/kernel/build (docs/debug-kernel.md).
+    The ABI number moves with Debian updates, so it is discovered, never written down.
     """
     release = release or os.environ.get("USERBLK_KERNEL")
+    if release == "debug":
+        from . import debugkernel
+        return debugkernel.find()
     candidates = []
     try:
         names = os.listdir("/boot")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from . import dmesg, initramfs
+from . import debugkernel, dmesg, initramfs
 from .kernel import find_vm_kernel
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,6 +32,8 @@ def cache_dir():
 
 
 def default_modules():
+    if os.environ.get("USERBLK_KERNEL") == "debug":
+        return [debugkernel.build_kmod()]   # userblk.ko built for it, outside kmod/
     ko = os.path.join(TOP, "kmod", "userblk.ko")
     return [ko] if os.path.exists(ko) else []
 
@@ -144,7 +146,8 @@ def _qemu_argv(opts, kernel, accel, initrd, out_dir, interactive):
                f"USERBLK_KEEP={':'.join(keep)}" if keep else "",
                *opts.guest_options(),
                f"USERBLK_MODE={'shell' if interactive else 'run'}",
-               f"USERBLK_OUT={out_dir}", f"USERBLK_HUNG_TASK_S={opts.hung_task_s}"]
+               f"USERBLK_OUT={out_dir}", f"USERBLK_HUNG_TASK_S={opts.hung_task_s}",
+               *kernel.cmdline]
     if interactive:
         cmdline.append(f"USERBLK_TERM={os.environ.get('TERM', 'vt100')}")
     argv = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -232,7 +235,7 @@ def run(argv, opts, sink=None, interactive=False):
             log = f.read()
     except OSError:
         log = ""
-    problems = dmesg.bad_lines(log)
+    problems = dmesg.bad_lines(log) + debugkernel.kmemleak_problems(out_dir)
     if status == EXIT_NO_STATUS:
         _log(opts, f"the guest stopped without reporting a status; kernel log: {out_dir}/console.log")
         for line in log.splitlines()[-15:]:
