@@ -24,27 +24,9 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("USERBLK_BUILD", os.path.join(TOP, "build"))
 FUZZ = os.path.join(BUILD, "tests", "vm", "userblk_fuzz")
-CONTROL = "/dev/userblk-control"
 
-sys.path.insert(0, os.path.join(TOP, "harness"))
-from userblk_harness import dmesg  # noqa: E402
-
-
-def kmsg(line):
-    with open("/dev/kmsg", "w") as f:
-        f.write(line + "\n")
-
-
-def load_module():
-    """Load userblk.ko from USERBLK_KMOD_DIR unless it is loaded already: True if we did."""
-    if os.path.exists(CONTROL):
-        return False
-    ko = os.path.join(os.environ.get("USERBLK_KMOD_DIR", ""), "userblk.ko")
-    if not os.path.isfile(ko):
-        raise RuntimeError(f"userblk.ko not found in USERBLK_KMOD_DIR="
-                           f"{os.environ.get('USERBLK_KMOD_DIR')}: run 'make kmod'")
-    subprocess.run(["insmod", ko], check=True, capture_output=True, text=True)
-    return True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from suite import dmesg, kmsg, load_module  # noqa: E402  (the generic suite's helpers)
 
 
 def unload_module():
