@@ -95,11 +95,16 @@ BENCH_ARGS = --platform "$(PLATFORM)" --build "$(BUILD)" \
 bench: deps build
 	@harness/bench $(if $(RESUME),--resume "$(RESUME)",--transport "$(TRANSPORT)") $(BENCH_ARGS)
 
-# Every transport, the paper set, 5 repetitions unless REPS says otherwise.
+# The runs behind the paper (docs/reproduce.md): every transport and reference on the null
+# backend with the paper set, then copy, pipe and splice forwarding to an NBD server with the
+# paper-forward set; 3 repetitions unless REPS says otherwise. About 75 minutes under TCG.
+# `make reference RUNS="results/runs/<a> results/runs/<b>"` then publishes them.
 .PHONY: sweep compare
+SWEEP_ARGS = --platform "$(PLATFORM)" --build "$(BUILD)" --reps $(or $(REPS),3)
 sweep: deps build
-	@harness/bench --transport all $(BENCH_ARGS) $(if $(WORKLOADS),,--workloads paper) \
-		$(if $(REPS),,--reps 5)
+	@harness/bench --transport all --backend null --workloads paper $(SWEEP_ARGS)
+	@harness/bench --transport copy,pipe,splice --backend forward --workloads paper-forward \
+		$(SWEEP_ARGS)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>
 compare:
