@@ -44,10 +44,14 @@ help:
 	@echo "make vm-test     only the kernel-in-the-loop tests"
 	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
-	@echo "make sweep       every transport, the paper workload set"
+	@echo "make sweep       the runs behind the paper: every transport, paper sets (~85 min)"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
-	@echo "make figures     every figure of plots/ into paper/figures/, from results/"
+	@echo "make figures     every figure of plots/ into paper/figures/, from results/reference/"
+	@echo "                 (RESULTS=dir: another results directory or run)"
+	@echo "make paper       the figures, the quoted numbers checked, paper/paper.pdf (LaTeX)"
+	@echo "make numbers     rewrite paper/numbers.tex from RESULTS (then reread the text)"
+	@echo "make reference   publish finished runs as results/reference/ (RUNS=, MICRO=)"
 	@echo "make checkpatch  the kernel style check on kmod/"
 	@echo "make fuzz ITER=<n> [TRANSPORT=<name>] [SEED=<s>]   fuzz userblk.ko's ioctls and queue fds in the VM (SANITIZE=address: user space under ASan, docs/reliability.md)"
 	@echo "make debug-kernel   build (or reuse) the debug kernel of KERNEL=debug (docs/debug-kernel.md)"
@@ -96,14 +100,15 @@ bench: deps build
 	@harness/bench $(if $(RESUME),--resume "$(RESUME)",--transport "$(TRANSPORT)") $(BENCH_ARGS)
 
 # The runs behind the paper (docs/reproduce.md): every transport and reference on the null
-# backend with the paper set, then copy, pipe and splice forwarding to an NBD server with the
-# paper-forward set; 3 repetitions unless REPS says otherwise. About 75 minutes under TCG.
+# backend with the paper set, then copy, pipe, splice, nbd and ublk forwarding to an NBD
+# server with the paper-forward set; 3 repetitions unless REPS says otherwise. About 85
+# minutes under TCG.
 # `make reference RUNS="results/runs/<a> results/runs/<b>"` then publishes them.
 .PHONY: sweep compare
 SWEEP_ARGS = --platform "$(PLATFORM)" --build "$(BUILD)" --reps $(or $(REPS),3)
 sweep: deps build
 	@harness/bench --transport all --backend null --workloads paper $(SWEEP_ARGS)
-	@harness/bench --transport copy,pipe,splice --backend forward --workloads paper-forward \
+	@harness/bench --transport copy,pipe,splice,nbd,ublk --backend forward --workloads paper-forward \
 		$(SWEEP_ARGS)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>
@@ -127,16 +132,45 @@ micro: deps configure
 	cmake --build $(BUILD) -j $(JOBS) --target userblk_micro
 	@$(PY) transports/micro/micro-run --platform "$(PLATFORM)" --build "$(BUILD)" $(MICRO_ARGS)
 
-# Every plots/*.py (helpers are plots/_*.py) draws its figure into paper/figures/ from results/
-# alone; a script whose results are missing says so and exits 77, and is skipped.
+# Every plots/*.py (helpers are plots/_*.py) draws its figure into paper/figures/ from a results
+# directory alone (RESULTS, default results/reference: the committed runs behind the paper; a
+# run of make bench works too); a script whose results are missing says so and exits 77, and is
+# skipped. Same input, byte-identical output.
+RESULTS ?= results/reference
 FIGURES ?= $(sort $(filter-out plots/_%,$(wildcard plots/*.py)))
 figures:
 	@mkdir -p paper/figures
 	@for f in $(FIGURES); do \
-		$(PY) $$f --out paper/figures; rc=$$?; \
+		$(PY) $$f "$(RESULTS)" --out paper/figures; rc=$$?; \
 		if [ $$rc -eq 77 ]; then echo "figures: $$f skipped"; \
 		elif [ $$rc -ne 0 ]; then echo "figures: $$f failed (status $$rc)"; exit $$rc; fi; \
 	done
+
+# make reference RUNS="results/runs/<paper> results/runs/<forward>"
+#   [MICRO="results/micro/<host>.json results/micro/<vm>.json"]: publish finished runs as
+#   results/reference/ (docs/reproduce.md).
+.PHONY: reference paper
+reference:
+	@test -n "$(RUNS)" || { echo 'usage: make reference RUNS="<run dirs>" [MICRO="<files>"]' >&2; \
+		exit 2; }
+	@$(PY) harness/harness publish $(RUNS) $(foreach m,$(MICRO),--micro $(m))
+
+# The paper: the figures, then the quoted numbers checked against RESULTS (paper/numbers.tex,
+# see docs/reproduce.md; `make numbers` rewrites it from RESULTS), then LaTeX (latexmk,
+# pdflatex) in paper/build/; the PDF is paper/paper.pdf.
+.PHONY: numbers
+numbers:
+	@$(PY) paper/macros.py "$(RESULTS)" --write paper/numbers.tex
+
+paper: deps figures
+	@$(PY) paper/macros.py "$(RESULTS)" --check paper/numbers.tex || { echo "paper: the \
+	numbers of the text do not match $(RESULTS): 'make numbers RESULTS=$(RESULTS)', then reread \
+	the sentences quoting the keys above" >&2; exit 1; }
+	@cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -file-line-error \
+		-outdir=build paper.tex > build.log 2>&1 || { tail -40 build.log; \
+		echo "paper: LaTeX failed; the whole log is paper/build.log" >&2; exit 1; }
+	@cp paper/build/paper.pdf paper/paper.pdf
+	@echo "paper: paper/paper.pdf (LaTeX's log: paper/build/paper.log)"
 
 # make fuzz ITER=20000 [TRANSPORT=copy] [SEED=s] [FUZZ_SECONDS=3000]: the ioctl and queue-fd fuzzer
 # (tests/vm/fuzz.cpp) on the platform, longer than the vm_fuzz_* tests; every transport of

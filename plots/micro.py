@@ -3,8 +3,10 @@
 
   plots/micro.py [INPUT] [--out DIR]
 
-INPUT is a results/micro JSON file or a folder of them (default: results/micro); from a folder
-the newest run of each platform (host, vm) is drawn, side by side. Writes DIR/micro.png and
+INPUT is a results/micro JSON file, a folder of them, or a results directory holding micro/
+(default: results/reference, whose micro/ has the runs behind the paper; `make micro` writes
+results/micro/); from a folder the newest run of each platform (host, vm) is drawn, side by
+side. Writes DIR/micro.png and
 DIR/micro.pdf (default DIR: paper/figures), stamped with each run's id, platform, accelerator,
 kernel and Google Benchmark version. Exits 77 when there is no input (make figures skips it).
 """
@@ -124,11 +126,14 @@ def stamp(res):
 def main():
     ap = argparse.ArgumentParser(prog="plots/micro.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("input", nargs="?", default=os.path.join(TOP, "results", "micro"),
-                    help="a results/micro JSON file or folder (default results/micro)")
+    ap.add_argument("input", nargs="?", default=os.path.join(TOP, "results", "reference"),
+                    help="a results/micro JSON file or folder, or a results directory with "
+                         "micro/ (default results/reference)")
     ap.add_argument("--out", default=os.path.join(TOP, "paper", "figures"),
                     help="output folder (default paper/figures)")
     a = ap.parse_args()
+    if os.path.isdir(os.path.join(a.input, "micro")):
+        a.input = os.path.join(a.input, "micro")
     if not os.path.exists(a.input):
         print(f"plots/micro.py: {a.input} does not exist: run 'make micro' first; skipped")
         return _reproducible.EXIT_NO_INPUT
