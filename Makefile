@@ -44,7 +44,7 @@ help:
 	@echo "make vm-test     only the kernel-in-the-loop tests"
 	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
-	@echo "make sweep       the runs behind the paper: every transport, paper sets (~85 min)"
+	@echo "make sweep       the runs behind the paper: every transport, paper sets (~80 min)"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
 	@echo "make figures     every figure of plots/ into paper/figures/, from results/reference/"
@@ -101,7 +101,7 @@ bench: deps build
 
 # The runs behind the paper (docs/reproduce.md): every transport and reference on the null
 # backend with the paper set, then copy, pipe, splice, nbd and ublk forwarding to an NBD
-# server with the paper-forward set; 3 repetitions unless REPS says otherwise. About 85
+# server with the paper-forward set; 3 repetitions unless REPS says otherwise. About 80
 # minutes under TCG.
 # `make reference RUNS="results/runs/<a> results/runs/<b>"` then publishes them.
 .PHONY: sweep compare
@@ -166,7 +166,7 @@ paper: deps figures
 	@$(PY) paper/macros.py "$(RESULTS)" --check paper/numbers.tex || { echo "paper: the \
 	numbers of the text do not match $(RESULTS): 'make numbers RESULTS=$(RESULTS)', then reread \
 	the sentences quoting the keys above" >&2; exit 1; }
-	@cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -file-line-error \
+	@cd paper && latexmk -gg -pdf -interaction=nonstopmode -halt-on-error -file-line-error \
 		-outdir=build paper.tex > build.log 2>&1 || { tail -40 build.log; \
 		echo "paper: LaTeX failed; the whole log is paper/build.log" >&2; exit 1; }
 	@cp paper/build/paper.pdf paper/paper.pdf

@@ -40,7 +40,63 @@ MIB = 1 << 20
 
 # What the text says in words about the numbers, checked with them: (key, operator, bound,
 # the claim). A new reference run that breaks one fails --check until the text is reread.
+ORDER_QD1 = ("ring", "ublk", "copy", "splice", "pipe")
 CLAIMS = [
+    ("win.qdonelat", "==", "ring", "ring has the lowest QD1 latency"),
+    ("lat.rr4kqd1.ring.max", "<", "@lat.rr4kqd1.ublk.min",
+     "the QD1 read latencies of ring and ublk do not overlap"),
+    ("lat.rr4kqd1.loop", "<", "@lat.rr4kqd1.ring", "loop is faster at QD1 than any daemon"),
+] + [
+    (f"{m}.{w}.{a}", "<", f"@{m}.{w}.{b}", f"the QD1 order is {', '.join(ORDER_QD1)}")
+    for m, w in (("lat", "rr4kqd1"), ("lat", "rw4kqd1"), ("p99", "rr4kqd1"))
+    for a, b in zip(ORDER_QD1, ORDER_QD1[1:])
+] + [
+    ("win.iops", "==", "ring", "ring reaches the most IOPS at the highest depth"),
+    ("win.iops.vsublk", ">", 1.0, "ring is above ublk at the highest depth"),
+    ("iops.rr4kqd128.ring.min", "<", "@iops.rr4kqd128.ublk.max",
+     "ring and ublk overlap at depth 128"),
+    ("iops.rr4kqd32.ring.min", "<", "@iops.rr4kqd32.ublk.max", "and at depth 32"),
+    ("iops.rr4kqd128.copy", "<", "@iops.rr4kqd128.null_blk*0.667",
+     "copy stays below two thirds of null_blk"),
+    ("iops.rr4kqd128.splice", "<", "@iops.rr4kqd128.null_blk*0.667", "so does splice"),
+    ("iops.rr4kqd128.pipe", "<", "@iops.rr4kqd128.null_blk*0.667", "so does pipe"),
+    ("iops.rr4kqd16.ring.min", "<", "@iops.rr4kqd16.ring*0.6", "a ring repetition fell"),
+    ("iops.rr4kqd4.ublk.min", "<", "@iops.rr4kqd4.ublk*0.6", "a ublk repetition fell"),
+    ("iops.rr4kqd128.copy.min", "<", "@iops.rr4kqd128.copy*0.6", "a copy repetition fell"),
+    ("win.cpuqdone", "==", "ring", "ring is the cheapest at QD1"),
+    ("win.cpu", "==", "ring", "ring is the cheapest at QD32"),
+    ("cpu.rr4kqd32.ring", ">", "@cpu.rr4kqd32.ublk.min", "ublk is within ring's spread"),
+    ("bw.w1mqd4.ring", ">", "@bw.w1mqd4.splice*4", "the write gap is wide"),
+    ("bw.w1mqd4.ublk", ">", "@bw.w1mqd4.splice*4", "the write gap is wide"),
+    ("bw.r1mqd4.ring", ">", "@bw.r1mqd4.splice*1.5", "the read gap is narrower"),
+    ("bw.r1mqd4.splice", ">", "@bw.r1mqd4.copy", "splice before copy on reads"),
+    ("bw.w1mqd4.splice", ">", "@bw.w1mqd4.copy", "splice before copy on writes"),
+    ("cpud.rr4kqd32.ring", "<", "@cpud.rr4kqd32.copy", "the daemon share separates them"),
+    # forwarding
+    ("win.fwdw1mqd4", "==", "pipe", "pipe is the cheapest per byte written"),
+    ("win.fwdr1mqd4", "==", "pipe", "pipe is the cheapest per byte read"),
+    ("win.fwdw1mqd4.vsublk", ">", 1.0, "pipe spends less than ublk"),
+] + [
+    (f"fwd.user.w1mqd4.{t}", "<", 0.01, f"no data enters {t}'s daemon") for t in ("pipe", "splice")
+] + [
+    (f"fwd.user.w1mqd4.{t}", ">", 0.99, f"all data enters {t}'s daemon")
+    for t in ("copy", "ublk", "nbd")
+] + [
+    (f"fwd.daemon.r1mqd4.{a}", "<", f"@fwd.daemon.r1mqd4.{b}", "not copying saves daemon CPU")
+    for a in ("pipe", "splice") for b in ("copy", "ublk")
+] + [
+    ("fwd.cpumib.w1mqd4.pipe.max", "<", f"@fwd.cpumib.w1mqd4.{t}.min",
+     "pipe's writes are outside every other transport's range")
+    for t in ("splice", "copy", "ublk", "nbd")
+] + [
+    ("fwd.cpumib.w1mqd4.splice.min", "<", "@fwd.cpumib.w1mqd4.ublk.max",
+     "splice's writes are not outside ublk's range"),
+    ("fwd.daemon.w1mqd4.splice", ">", "@fwd.daemon.w1mqd4.pipe", "splice's daemon spends more"),
+    ("fwd.cpumib.r1mqd4.pipe.min", "<", "@fwd.cpumib.r1mqd4.splice.max", "reads overlap"),
+    ("fwd.cpumib.r1mqd4.splice.min", "<", "@fwd.cpumib.r1mqd4.pipe.max", "reads overlap"),
+] + [
+    (f"fwd.server.{w}.{t}", ">", f"@fwd.daemon.{w}.{t}", "the server costs more than the daemon")
+    for w in ("r1mqd4", "w1mqd4") for t in ("pipe", "splice")
 ]
 
 LAT_WORKLOADS = ("randread-4k-qd1", "randwrite-4k-qd1")
@@ -139,15 +195,22 @@ def compute(res):
         for t in res.transports([w]):
             row = res.main_row(t, w)
             put(f"lat.{short(w)}.{t}", fmt(row.get("lat_total_mean_us_median")))
+            put(f"lat.{short(w)}.{t}.min", fmt(row.get("lat_total_mean_us_min")))
+            put(f"lat.{short(w)}.{t}.max", fmt(row.get("lat_total_mean_us_max")))
             put(f"p99.{short(w)}.{t}", fmt(p99_total(row)))
     for w in sorted({r["workload"] for r in res.rows()
                      if re.match(r"^randread-4k-qd\d+$", r["workload"])}):
         for t in res.transports([w]):
-            put(f"iops.{short(w)}.{t}", kilo(res.main_row(t, w).get("iops_median")))
+            row = res.main_row(t, w)
+            put(f"iops.{short(w)}.{t}", kilo(row.get("iops_median")))
+            put(f"iops.{short(w)}.{t}.min", kilo(row.get("iops_min")))
+            put(f"iops.{short(w)}.{t}.max", kilo(row.get("iops_max")))
     for w in CPU_WORKLOADS:
         for t in res.transports([w]):
             row = res.main_row(t, w)
             put(f"cpu.{short(w)}.{t}", fmt(row.get("cpu_us_per_io_median")))
+            put(f"cpu.{short(w)}.{t}.min", fmt(row.get("cpu_us_per_io_min")))
+            put(f"cpu.{short(w)}.{t}.max", fmt(row.get("cpu_us_per_io_max")))
             put(f"cpud.{short(w)}.{t}", fmt(row.get("cpu_daemon_us_per_io_median")))
     for w in sorted({r["workload"] for r in res.rows()
                      if re.match(r"^(read|write)-\d+[km]-qd4$", r["workload"])}):
@@ -159,8 +222,14 @@ def compute(res):
         if r["backend"] != FORWARD:
             continue
         t, w = r["transport"], short(r["workload"])
-        put(f"fwd.cpumib.{w}.{t}", fmt((r.get("cpu_us_per_mib_median") or 0) / 1000.0)
-            if r.get("cpu_us_per_mib_median") is not None else None)
+        for k in ("median", "min", "max"):
+            v = r.get(f"cpu_us_per_mib_{k}")
+            put(f"fwd.cpumib.{w}.{t}" + ("" if k == "median" else f".{k}"),
+                fmt(v / 1000.0) if v is not None else None)
+        for part in ("daemon", "server"):  # ms per MiB moved
+            v = r.get(f"cpu_{part}_us_per_io_median")
+            if v is not None and r.get("bs_bytes"):
+                put(f"fwd.{part}.{w}.{t}", fmt(v * MIB / r["bs_bytes"] / 1000.0))
         if r.get("user_bytes_per_io_median") is not None and r.get("bs_bytes"):
             put(f"fwd.user.{w}.{t}", fmt(r["user_bytes_per_io_median"] / r["bs_bytes"]))
         put(f"fwd.bw.{w}.{t}", fmt(r.get("bw_mibps_median")))
@@ -260,14 +329,20 @@ def number(v):
 
 
 def broken_claims(numbers):
-    """The claims that do not hold. A bound is a number, "@key" (another number) or a name."""
+    """The claims that do not hold. A bound is a number, "@key" or "@key*factor" (another
+    number, times a factor), or a name (with "==")."""
     out = []
     for key, op, bound, claim in CLAIMS:
         v = numbers.get(key)
         if isinstance(bound, str) and not bound.startswith("@"):
             ok = op == "==" and v == bound
         else:
-            b = number(numbers.get(bound[1:])) if isinstance(bound, str) else bound
+            if isinstance(bound, str):  # "@key" or "@key*factor"
+                ref, _, factor = bound[1:].partition("*")
+                b = number(numbers.get(ref))
+                b = b * float(factor) if b is not None and factor else b
+            else:
+                b = bound
             x = number(v) if v is not None else None
             ok = x is not None and b is not None and (x > b if op == ">" else x < b)
         if not ok:

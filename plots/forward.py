@@ -87,10 +87,10 @@ def main():
     axes[0].legend(handles=[Patch(facecolor="#555555", alpha=a, label=n) for _, n, a in PARTS],
                    fontsize=7, title="darkest to lightest", title_fontsize=7)
     axes[1].set_ylabel("bytes into the daemon per byte moved")
-    axes[1].set_ylim(0, top * 1.15)
+    axes[1].set_ylim(0, top * 1.3)
     axes[1].set_title("data through user space", fontsize=10)
     axes[1].legend(handles=[Patch(facecolor=R.style(t)[0], label=t) for t in transports],
-                   fontsize=8)
+                   fontsize=8, loc="upper center", ncol=len(transports))
     axes[2].set_ylabel("MiB/s")
     axes[2].set_title("bandwidth", fontsize=10)
     R.finish(fig, res, used, out, "forward",
