@@ -161,6 +161,12 @@ def compute(res):
         if value is not None:
             n[key] = value
 
+    def spread(key, row, metric, form):
+        """key, key.min and key.max: a row metric's median and range over the repetitions."""
+        put(key, form(row.get(f"{metric}_median")))
+        put(f"{key}.min", form(row.get(f"{metric}_min")))
+        put(f"{key}.max", form(row.get(f"{metric}_max")))
+
     # settings and platform, from the run of the paper set (else the first run)
     main = res.main
     if main:
@@ -194,23 +200,17 @@ def compute(res):
     for w in LAT_WORKLOADS:
         for t in res.transports([w]):
             row = res.main_row(t, w)
-            put(f"lat.{short(w)}.{t}", fmt(row.get("lat_total_mean_us_median")))
-            put(f"lat.{short(w)}.{t}.min", fmt(row.get("lat_total_mean_us_min")))
-            put(f"lat.{short(w)}.{t}.max", fmt(row.get("lat_total_mean_us_max")))
+            spread(f"lat.{short(w)}.{t}", row, "lat_total_mean_us", fmt)
             put(f"p99.{short(w)}.{t}", fmt(p99_total(row)))
     for w in sorted({r["workload"] for r in res.rows()
                      if re.match(r"^randread-4k-qd\d+$", r["workload"])}):
         for t in res.transports([w]):
             row = res.main_row(t, w)
-            put(f"iops.{short(w)}.{t}", kilo(row.get("iops_median")))
-            put(f"iops.{short(w)}.{t}.min", kilo(row.get("iops_min")))
-            put(f"iops.{short(w)}.{t}.max", kilo(row.get("iops_max")))
+            spread(f"iops.{short(w)}.{t}", row, "iops", kilo)
     for w in CPU_WORKLOADS:
         for t in res.transports([w]):
             row = res.main_row(t, w)
-            put(f"cpu.{short(w)}.{t}", fmt(row.get("cpu_us_per_io_median")))
-            put(f"cpu.{short(w)}.{t}.min", fmt(row.get("cpu_us_per_io_min")))
-            put(f"cpu.{short(w)}.{t}.max", fmt(row.get("cpu_us_per_io_max")))
+            spread(f"cpu.{short(w)}.{t}", row, "cpu_us_per_io", fmt)
             put(f"cpud.{short(w)}.{t}", fmt(row.get("cpu_daemon_us_per_io_median")))
     for w in sorted({r["workload"] for r in res.rows()
                      if re.match(r"^(read|write)-\d+[km]-qd4$", r["workload"])}):
@@ -222,10 +222,8 @@ def compute(res):
         if r["backend"] != FORWARD:
             continue
         t, w = r["transport"], short(r["workload"])
-        for k in ("median", "min", "max"):
-            v = r.get(f"cpu_us_per_mib_{k}")
-            put(f"fwd.cpumib.{w}.{t}" + ("" if k == "median" else f".{k}"),
-                fmt(v / 1000.0) if v is not None else None)
+        spread(f"fwd.cpumib.{w}.{t}", r, "cpu_us_per_mib",
+               lambda v: fmt(v / 1000.0) if v is not None else None)
         for part in ("daemon", "server"):  # ms per MiB moved
             v = r.get(f"cpu_{part}_us_per_io_median")
             if v is not None and r.get("bs_bytes"):

@@ -320,6 +320,22 @@ def skip(prog, what):
     sys.exit(_reproducible.EXIT_NO_INPUT)
 
 
+def panels(prog, res, workloads, panel, width, height):
+    """One panel per (workload, panel title) present in the results, side by side, drawn by
+    panel(ax, res, workload, title, used); exits 77 when none is. Returns (fig, axes, used)."""
+    import matplotlib.pyplot as plt
+
+    present = [(w, t) for w, t in workloads if res.transports([w])]
+    if not present:
+        skip(prog, "no " + " or ".join(w for w, _ in workloads) + " rows")
+    fig, axes = plt.subplots(1, len(present), figsize=(width * len(present), height),
+                             squeeze=False)
+    used = []
+    for ax, (w, t) in zip(axes[0], present):
+        panel(ax, res, w, t, used)
+    return fig, axes[0], used
+
+
 def finish(fig, res, used_rows, out, name, title):
     """Title, provenance stamp at the bottom, layout, PNG + PDF."""
     import _reproducible

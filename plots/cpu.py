@@ -18,7 +18,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _reproducible  # noqa: E402,F401
-import matplotlib.pyplot as plt  # noqa: E402
 import _results as R  # noqa: E402
 
 PROG = "plots/cpu.py"
@@ -60,16 +59,10 @@ def panel(ax, res, workload, title, used):
 
 def main():
     res, out = R.main_args(PROG, __doc__)
-    present = [(w, t) for w, t in WORKLOADS if res.transports([w])]
-    if not present:
-        R.skip(PROG, "no randread-4k-qd1, randread-4k-qd32 or randwrite-4k-qd1 rows")
-    fig, axes = plt.subplots(1, len(present), figsize=(4.4 * len(present), 4.6), squeeze=False)
-    used = []
-    for ax, (w, title) in zip(axes[0], present):
-        panel(ax, res, w, title, used)
+    fig, axes, used = R.panels(PROG, res, WORKLOADS, panel, 4.4, 4.6)
     from matplotlib.patches import Patch
     legend = [Patch(facecolor="#555555", alpha=a, label=label) for _, label, a in PARTS]
-    axes[0][0].legend(handles=legend, fontsize=7, title="darkest to lightest",
+    axes[0].legend(handles=legend, fontsize=7, title="darkest to lightest",
                       title_fontsize=7, loc="upper left")
     R.finish(fig, res, used, out, "cpu",
              "Figure 4: CPU time per I/O: fio, daemon, server, rest (medians; tick: total, "

@@ -16,7 +16,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _reproducible  # noqa: E402,F401
-import matplotlib.pyplot as plt  # noqa: E402
 import _results as R  # noqa: E402
 
 PROG = "plots/latency.py"
@@ -77,13 +76,7 @@ def panel(ax, res, workload, title, used):
 
 def main():
     res, out = R.main_args(PROG, __doc__)
-    present = [(w, t) for w, t in WORKLOADS if res.transports([w])]
-    if not present:
-        R.skip(PROG, "no randread-4k-qd1 or randwrite-4k-qd1 rows")
-    fig, axes = plt.subplots(1, len(present), figsize=(5.2 * len(present), 4.2), squeeze=False)
-    used = []
-    for ax, (w, title) in zip(axes[0], present):
-        panel(ax, res, w, title, used)
+    fig, axes, used = R.panels(PROG, res, WORKLOADS, panel, 5.2, 4.2)
     R.finish(fig, res, used, out, "latency",
              "Figure 1: latency of a 4 KiB I/O at QD1, submission to completion\n"
              "(median of the repetitions, whiskers min-max)")
