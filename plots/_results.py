@@ -336,6 +336,15 @@ def panels(prog, res, workloads, panel, width, height):
     return fig, axes[0], used
 
 
+def parts_legend(ax, parts, **kw):
+    """The key of a bar stacked from CPU parts [(column, label, alpha)], shaded from darkest
+    (the first part) to lightest."""
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(facecolor="#555555", alpha=a, label=label) for _, label, a in parts],
+              fontsize=7, title="darkest to lightest", title_fontsize=7, **kw)
+
+
 def finish(fig, res, used_rows, out, name, title):
     """Title, provenance stamp at the bottom, layout, PNG + PDF."""
     import _reproducible

@@ -60,10 +60,7 @@ def panel(ax, res, workload, title, used):
 def main():
     res, out = R.main_args(PROG, __doc__)
     fig, axes, used = R.panels(PROG, res, WORKLOADS, panel, 4.4, 4.6)
-    from matplotlib.patches import Patch
-    legend = [Patch(facecolor="#555555", alpha=a, label=label) for _, label, a in PARTS]
-    axes[0].legend(handles=legend, fontsize=7, title="darkest to lightest",
-                      title_fontsize=7, loc="upper left")
+    R.parts_legend(axes[0], PARTS, loc="upper left")
     R.finish(fig, res, used, out, "cpu",
              "Figure 4: CPU time per I/O: fio, daemon, server, rest (medians; tick: total, "
              "whiskers min-max)")

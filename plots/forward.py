@@ -84,8 +84,7 @@ def main():
     axes[0].set_ylabel("CPU ms per MiB moved")
     axes[0].set_title("CPU per byte", fontsize=10)
     from matplotlib.patches import Patch
-    axes[0].legend(handles=[Patch(facecolor="#555555", alpha=a, label=n) for _, n, a in PARTS],
-                   fontsize=7, title="darkest to lightest", title_fontsize=7)
+    R.parts_legend(axes[0], PARTS)
     axes[1].set_ylabel("bytes into the daemon per byte moved")
     axes[1].set_ylim(0, top * 1.3)
     axes[1].set_title("data through user space", fontsize=10)
