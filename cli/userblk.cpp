@@ -836,7 +836,8 @@ int cmd_del(std::uint32_t id, const std::string& transport) {
     if (!control.ok()) {
         return fail(kExitFailure, control.status().message());
     }
-    if (Status st = control->del_dev(id); !st.ok()) {
+    // An administrator's command: the device is usually another process's (a daemon's).
+    if (Status st = control->del_dev(id, /*force=*/true); !st.ok()) {
         return fail(kExitFailure, st.message());
     }
     return kExitOk;

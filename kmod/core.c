@@ -155,12 +155,16 @@ static void userblk_end(struct request *rq, int result)
 	blk_mq_end_request(rq, result ? errno_to_blk_status(result) : BLK_STS_OK);
 }
 
-/* Fill desc for rq, whose gen the caller has bumped. */
+/* Fill desc for rq, whose gen the caller has set. */
 void userblk_describe(struct request *rq, struct userblk_io_desc *desc)
 {
 	desc->tag = rq->tag;
 	desc->op = userblk_op(rq);
-	desc->flags = (rq->cmd_flags & REQ_FUA) ? USERBLK_IO_F_FUA : 0;
+	desc->flags = 0;
+	if (rq->cmd_flags & REQ_FUA)
+		desc->flags |= USERBLK_IO_F_FUA;
+	if (req_op(rq) == REQ_OP_WRITE_ZEROES && (rq->cmd_flags & REQ_NOUNMAP))
+		desc->flags |= USERBLK_IO_F_NOUNMAP;
 	desc->gen = userblk_cmd(rq)->gen;
 	desc->offset = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 	desc->len = req_op(rq) == REQ_OP_FLUSH ? 0 : blk_rq_bytes(rq);
@@ -191,7 +195,8 @@ struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
 		goto out_none;
 	list_del_init(&cmd->node);
 	cmd->state = USERBLK_CMD_OUT;
-	cmd->gen++;
+	/* Per tag, not per request: with a scheduler requests share tags. */
+	cmd->gen = ++q->tag_gen[rq->tag];
 	cmd->filled = 0;
 	spin_unlock(&q->lock);
 
@@ -295,12 +300,14 @@ void userblk_unclaim(struct userblk_queue *q, struct request *rq)
 }
 
 /*
- * Hold the DISPATCHED request on tag for a syscall that moves its data (a
- * splice data fd), marking it DATA so that neither its completion nor an
- * abort ends it meanwhile. Returns an ERR_PTR: -EINVAL for a tag beyond the
- * depth, -ENOENT if no request waits on it, -EBUSY if another syscall holds it.
+ * Hold the DISPATCHED request on tag, handed out with gen (its low
+ * USERBLK_SPLICE_GEN_MASK bits), for a syscall that moves its data (a splice
+ * data fd), marking it DATA so that neither its completion nor an abort ends
+ * it meanwhile. Returns an ERR_PTR: -EINVAL for a tag beyond the depth,
+ * -ENOENT if no request with that gen waits on it, -EBUSY if another syscall
+ * holds it.
  */
-struct request *userblk_hold(struct userblk_queue *q, unsigned int tag)
+struct request *userblk_hold(struct userblk_queue *q, unsigned int tag, u32 gen)
 {
 	struct userblk_cmd *cmd;
 	struct request *rq;
@@ -314,7 +321,9 @@ struct request *userblk_hold(struct userblk_queue *q, unsigned int tag)
 		goto out;
 	}
 	cmd = userblk_cmd(rq);
-	if (cmd->state == USERBLK_CMD_DISPATCHED)
+	if ((cmd->gen & USERBLK_SPLICE_GEN_MASK) != gen)
+		rq = ERR_PTR(-ENOENT);	/* meant for an earlier request on tag */
+	else if (cmd->state == USERBLK_CMD_DISPATCHED)
 		cmd->state = USERBLK_CMD_DATA;
 	else
 		rq = ERR_PTR(cmd->state == USERBLK_CMD_DATA ? -EBUSY : -ENOENT);
@@ -339,50 +348,48 @@ void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
 	userblk_end(rq, result);
 }
 
-static void userblk_abort_all(struct userblk_dev *dev);
+static void userblk_abort_all(struct userblk_dev *dev, struct request *timed_out);
 
 /*
  * A request the daemon did not answer in time fails, and so does the device:
  * a daemon that late may still act on requests the kernel gave up on (write
  * old data over newer, or fill a tag's buffer after the tag was reused), so
  * nothing it does afterwards may be taken. NBD shuts its socket for the same
- * reason.
+ * reason. Every queue is marked dead before the request's tag is freed, so
+ * no request that reuses a tag of this device is handed to the daemon again.
  */
 enum blk_eh_timer_return userblk_timeout(struct request *rq)
 {
 	struct userblk_queue *q = rq->mq_hctx->driver_data;
 	struct userblk_cmd *cmd = userblk_cmd(rq);
+	u8 state;
 
 	spin_lock(&q->lock);
-	switch (cmd->state) {
-	case USERBLK_CMD_QUEUED:
-		list_del_init(&cmd->node);
-		fallthrough;
-	case USERBLK_CMD_DISPATCHED:
-		cmd->state = USERBLK_CMD_IDLE;
-		q->rqs[rq->tag] = NULL;
-		spin_unlock(&q->lock);
-		pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
-				    q->dev->id, q->id, rq->tag,
-				    q->dev->cfg.timeout_ms);
-		blk_mq_end_request(rq, BLK_STS_TIMEOUT);
-		WRITE_ONCE(q->dev->state, USERBLK_STATE_DEAD);
-		userblk_abort_all(q->dev);
-		return BLK_EH_DONE;
-	case USERBLK_CMD_OUT:
-	case USERBLK_CMD_IN:
-	case USERBLK_CMD_DATA:
-		/* A syscall is moving its data right now and will finish it. */
-		spin_unlock(&q->lock);
-		return BLK_EH_RESET_TIMER;
-	default:
-		spin_unlock(&q->lock);
-		return BLK_EH_DONE;
-	}
+	state = cmd->state;
+	spin_unlock(&q->lock);
+	if (state == USERBLK_CMD_IDLE)
+		return BLK_EH_DONE;	/* completed meanwhile */
+
+	pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
+			    q->dev->id, q->id, rq->tag, q->dev->cfg.timeout_ms);
+	WRITE_ONCE(q->dev->state, USERBLK_STATE_DEAD);
+	userblk_abort_all(q->dev, rq);
+	/*
+	 * The abort ended rq unless a syscall holds it (OUT, IN or DATA): that
+	 * syscall gives it back within a bounded time (it never sleeps on the
+	 * daemon) and fails it then, as the queue is dead.
+	 */
+	spin_lock(&q->lock);
+	state = cmd->state;
+	spin_unlock(&q->lock);
+	return state == USERBLK_CMD_IDLE ? BLK_EH_DONE : BLK_EH_RESET_TIMER;
 }
 
-/* Fail everything queued or dispatched on q, and every later request. */
-static void userblk_abort_queue(struct userblk_queue *q)
+/*
+ * Fail everything queued or dispatched on q, and every later request;
+ * timed_out, if it is among them, with a timeout.
+ */
+static void userblk_abort_queue(struct userblk_queue *q, struct request *timed_out)
 {
 	unsigned int tag, depth = q->dev->cfg.queue_depth;
 	struct request *rq;
@@ -411,46 +418,64 @@ static void userblk_abort_queue(struct userblk_queue *q)
 		struct userblk_cmd *cmd = list_first_entry(&doomed, struct userblk_cmd, node);
 
 		list_del_init(&cmd->node);
-		userblk_end(blk_mq_rq_from_pdu(cmd), -EIO);
+		rq = blk_mq_rq_from_pdu(cmd);
+		userblk_end(rq, rq == timed_out ? -ETIMEDOUT : -EIO);
 	}
 	wake_up_all(&q->wait);
 }
 
 /* ---- copying request data ---------------------------------------------- */
 
-int userblk_copy_to_user(struct request *rq, void __user *dst)
+/*
+ * Copy a request's data to or from the daemon's memory with page faults
+ * disabled, for a caller that holds the request: a page that is not present
+ * fails the copy with -EFAULT at once instead of sleeping on the daemon (a
+ * userfaultfd, a stalled network mapping), and the caller gives the request
+ * back before it faults the page in and tries again.
+ */
+int userblk_copy_to_user_nofault(struct request *rq, void __user *dst)
 {
 	struct req_iterator iter;
 	struct bio_vec bv;
+	int ret = 0;
 
+	pagefault_disable();
 	rq_for_each_segment(bv, rq, iter) {
 		void *p = bvec_kmap_local(&bv);
 		unsigned long left = copy_to_user(dst, p, bv.bv_len);
 
 		kunmap_local(p);
-		if (left)
-			return -EFAULT;
+		if (left) {
+			ret = -EFAULT;
+			break;
+		}
 		dst += bv.bv_len;
 	}
-	return 0;
+	pagefault_enable();
+	return ret;
 }
 
-int userblk_copy_from_user(struct request *rq, const void __user *src)
+int userblk_copy_from_user_nofault(struct request *rq, const void __user *src)
 {
 	struct req_iterator iter;
 	struct bio_vec bv;
+	int ret = 0;
 
+	pagefault_disable();
 	rq_for_each_segment(bv, rq, iter) {
 		void *p = bvec_kmap_local(&bv);
 		unsigned long left = copy_from_user(p, src, bv.bv_len);
 
 		kunmap_local(p);
-		if (left)
-			return -EFAULT;
+		if (left) {
+			ret = -EFAULT;
+			break;
+		}
 		flush_dcache_page(bv.bv_page);
 		src += bv.bv_len;
 	}
-	return 0;
+	pagefault_enable();
+	return ret;
 }
 
 /*
@@ -494,19 +519,28 @@ size_t userblk_copy_rq_iter(struct request *rq, size_t pos, size_t len,
 
 /* ---- devices ----------------------------------------------------------- */
 
+/* Undo the per-queue set-up, of every queue or as far as it got. */
+static void userblk_free_queues(struct userblk_dev *dev)
+{
+	unsigned int i;
+
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		if (dev->tr->exit_queue)
+			dev->tr->exit_queue(&dev->queues[i]);
+		kfree(dev->queues[i].tag_gen);
+		kfree(dev->queues[i].rqs);
+	}
+}
+
 static void userblk_dev_release(struct kref *ref)
 {
 	struct userblk_dev *dev = container_of(ref, struct userblk_dev, ref);
-	unsigned int i;
 
 	if (dev->disk)
 		put_disk(dev->disk);
 	blk_mq_free_tag_set(&dev->tag_set);
-	for (i = 0; i < dev->cfg.nr_queues; i++) {
-		if (dev->tr->exit_queue)
-			dev->tr->exit_queue(&dev->queues[i]);
-		kfree(dev->queues[i].rqs);
-	}
+	userblk_free_queues(dev);
+	put_pid(dev->owner);
 	kfree(dev);
 }
 
@@ -530,13 +564,21 @@ static const struct block_device_operations userblk_bdev_ops = {
 	.free_disk	= userblk_free_disk,
 };
 
-/* Stop I/O for good: everything outstanding and everything later fails. */
-static void userblk_abort_all(struct userblk_dev *dev)
+/*
+ * Stop I/O for good: everything outstanding and everything later fails.
+ * Every queue is dead before the first request is ended and its tag freed.
+ */
+static void userblk_abort_all(struct userblk_dev *dev, struct request *timed_out)
 {
 	unsigned int i;
 
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		spin_lock(&dev->queues[i].lock);
+		dev->queues[i].dead = true;
+		spin_unlock(&dev->queues[i].lock);
+	}
 	for (i = 0; i < dev->cfg.nr_queues; i++)
-		userblk_abort_queue(&dev->queues[i]);
+		userblk_abort_queue(&dev->queues[i], timed_out);
 }
 
 static void userblk_kill(struct userblk_dev *dev)
@@ -544,7 +586,7 @@ static void userblk_kill(struct userblk_dev *dev)
 	lockdep_assert_held(&userblk_ctl_mutex);
 	/* Idempotent: a timeout may have killed it already. */
 	WRITE_ONCE(dev->state, USERBLK_STATE_DEAD);
-	userblk_abort_all(dev);
+	userblk_abort_all(dev, NULL);
 }
 
 int userblk_queue_release(struct inode *inode, struct file *file)
@@ -607,6 +649,8 @@ static int userblk_check_config(struct userblk_dev_config *c)
 		return userblk_bad_config("max I/O %u bytes, not a multiple of %u in %lu..%u",
 					  c->max_io_bytes, c->logical_block_size,
 					  PAGE_SIZE, USERBLK_MAX_IO_BYTES);
+	if ((c->features & USERBLK_F_FUA) && !(c->features & USERBLK_F_FLUSH))
+		return userblk_bad_config("FUA without FLUSH: FUA only means something with a volatile cache");
 	if (!c->timeout_ms)
 		c->timeout_ms = READ_ONCE(default_timeout_ms);
 	if (c->timeout_ms < USERBLK_MIN_TIMEOUT_MS ||
@@ -628,7 +672,8 @@ static void userblk_set_limits(struct userblk_dev *dev)
 	blk_queue_max_segments(rq, USHRT_MAX);
 	blk_queue_max_segment_size(rq, UINT_MAX);
 	blk_queue_flag_set(QUEUE_FLAG_NONROT, rq);
-	blk_queue_write_cache(rq, c->features & USERBLK_F_FLUSH, false);
+	blk_queue_write_cache(rq, c->features & USERBLK_F_FLUSH,
+			      c->features & USERBLK_F_FUA);
 	if (c->features & USERBLK_F_DISCARD) {
 		rq->limits.discard_granularity = c->logical_block_size;
 		blk_queue_max_discard_sectors(rq, UINT_MAX >> SECTOR_SHIFT);
@@ -639,6 +684,13 @@ static void userblk_set_limits(struct userblk_dev *dev)
 	set_disk_ro(dev->disk, c->features & USERBLK_F_READ_ONLY);
 }
 
+/*
+ * ADD_DEV. The id is reserved at once (idr_alloc of NULL: a lookup finds
+ * nothing, another ADD_DEV of the id gets EEXIST) and the device is published
+ * (idr_replace) only when it is whole and the reply reached user space, so no
+ * other ioctl can see it half-built, and a failure frees what nobody else can
+ * hold.
+ */
 static int userblk_add(struct userblk_dev_config __user *arg)
 {
 	const struct userblk_transport *tr;
@@ -660,6 +712,8 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 		return cfg.mode >= USERBLK_MODE_COPY && cfg.mode <= USERBLK_MODE_SPLICE ?
 			-EOPNOTSUPP : -EINVAL;
 	}
+	/* blk-mq maps no more hardware queues than possible CPUs (one map). */
+	cfg.nr_queues = min_t(u32, cfg.nr_queues, nr_cpu_ids);
 
 	dev = kzalloc(struct_size(dev, queues, cfg.nr_queues), GFP_KERNEL);
 	if (!dev)
@@ -668,6 +722,7 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	dev->tr = tr;
 	dev->cfg = cfg;
 	dev->state = USERBLK_STATE_ADDED;
+	dev->owner = get_pid(task_tgid(current));
 	for (i = 0; i < cfg.nr_queues; i++) {
 		struct userblk_queue *q = &dev->queues[i];
 
@@ -677,7 +732,8 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 		INIT_LIST_HEAD(&q->pending);
 		init_waitqueue_head(&q->wait);
 		q->rqs = kcalloc(cfg.queue_depth, sizeof(*q->rqs), GFP_KERNEL);
-		if (!q->rqs) {
+		q->tag_gen = kcalloc(cfg.queue_depth, sizeof(*q->tag_gen), GFP_KERNEL);
+		if (!q->rqs || !q->tag_gen) {
 			ret = -ENOMEM;
 			goto out_free_queues;
 		}
@@ -699,6 +755,10 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	ret = blk_mq_alloc_tag_set(&dev->tag_set);
 	if (ret)
 		goto out_free_queues;
+	if (WARN_ON_ONCE(dev->tag_set.nr_hw_queues != cfg.nr_queues)) {
+		ret = -EINVAL;
+		goto out_free_tag_set;
+	}
 
 	disk = blk_mq_alloc_disk(&dev->tag_set, dev);
 	if (IS_ERR(disk)) {
@@ -709,9 +769,9 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 
 	mutex_lock(&userblk_ctl_mutex);
 	if (cfg.dev_id == USERBLK_DEV_ID_ANY)
-		id = idr_alloc(&userblk_idr, dev, 0, USERBLK_MAX_DEVICES, GFP_KERNEL);
+		id = idr_alloc(&userblk_idr, NULL, 0, USERBLK_MAX_DEVICES, GFP_KERNEL);
 	else
-		id = idr_alloc(&userblk_idr, dev, cfg.dev_id, cfg.dev_id + 1, GFP_KERNEL);
+		id = idr_alloc(&userblk_idr, NULL, cfg.dev_id, cfg.dev_id + 1, GFP_KERNEL);
 	mutex_unlock(&userblk_ctl_mutex);
 	if (id < 0) {
 		ret = id == -ENOSPC ? (cfg.dev_id == USERBLK_DEV_ID_ANY ? -ENOSPC : -EEXIST) : id;
@@ -731,6 +791,9 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 		ret = -EFAULT;
 		goto out_remove_id;
 	}
+	mutex_lock(&userblk_ctl_mutex);
+	idr_replace(&userblk_idr, dev, id);
+	mutex_unlock(&userblk_ctl_mutex);
 	return 0;
 
 out_remove_id:
@@ -738,16 +801,13 @@ out_remove_id:
 	idr_remove(&userblk_idr, id);
 	mutex_unlock(&userblk_ctl_mutex);
 out_put_disk:
-	put_disk(disk);
+	put_disk(disk);		/* never added: ->free_disk is not called */
 	dev->disk = NULL;
 out_free_tag_set:
 	blk_mq_free_tag_set(&dev->tag_set);
 out_free_queues:
-	for (i = 0; i < cfg.nr_queues; i++) {
-		if (tr->exit_queue)
-			tr->exit_queue(&dev->queues[i]);
-		kfree(dev->queues[i].rqs);
-	}
+	userblk_free_queues(dev);
+	put_pid(dev->owner);
 	kfree(dev);
 	return ret;
 }
@@ -760,6 +820,19 @@ static struct userblk_dev *userblk_lookup(unsigned long id)
 	return idr_find(&userblk_idr, id);
 }
 
+/*
+ * May the calling process control dev? The process that added it may; any
+ * other only when it says USERBLK_CTL_FORCE (an administrator's tool).
+ */
+static int userblk_may_control(struct userblk_dev *dev, bool force, const char *what)
+{
+	if (force || task_tgid(current) == dev->owner)
+		return 0;
+	pr_warn_ratelimited("%s: dev %u belongs to another process (pid %d): pass USERBLK_CTL_FORCE to act on it anyway\n",
+			    what, dev->id, pid_vnr(dev->owner));
+	return -EPERM;
+}
+
 static int userblk_start(unsigned long id)
 {
 	struct userblk_dev *dev;
@@ -769,6 +842,9 @@ static int userblk_start(unsigned long id)
 	dev = userblk_lookup(id);
 	ret = -ENODEV;
 	if (!dev)
+		goto out_unlock;
+	ret = userblk_may_control(dev, false, "START_DEV");
+	if (ret)
 		goto out_unlock;
 	ret = -EBUSY;
 	if (dev->state != USERBLK_STATE_ADDED)
@@ -793,7 +869,10 @@ static int userblk_start(unsigned long id)
 	dev->state = USERBLK_STATE_LIVE;
 	ret = add_disk(dev->disk);
 	if (ret) {
-		dev->state = USERBLK_STATE_ADDED;
+		/* A disk whose add_disk failed can only be put: the device is done. */
+		pr_warn("START_DEV: dev %u: add_disk failed (%d): delete the device\n",
+			dev->id, ret);
+		userblk_kill(dev);
 		kref_put(&dev->ref, userblk_dev_release);
 	}
 out_unlock:
@@ -801,47 +880,61 @@ out_unlock:
 	return ret;
 }
 
-static int userblk_stop(unsigned long id)
+static int userblk_stop(unsigned long arg)
 {
 	struct userblk_dev *dev;
 	int ret = -ENODEV;
 
 	mutex_lock(&userblk_ctl_mutex);
-	dev = userblk_lookup(id);
+	dev = userblk_lookup(arg & ~(unsigned long)USERBLK_CTL_FORCE);
 	if (dev) {
-		userblk_kill(dev);
-		ret = 0;
+		ret = userblk_may_control(dev, arg & USERBLK_CTL_FORCE, "STOP_DEV");
+		if (!ret)
+			userblk_kill(dev);
 	}
 	mutex_unlock(&userblk_ctl_mutex);
 	return ret;
 }
 
+/*
+ * Remove a device found under userblk_ctl_mutex, which the caller holds and
+ * which is dropped (and taken again) around del_gendisk: that waits for the
+ * disk's I/O and openers, and must not stall every other device's ioctls and
+ * queue fds. The id stays reserved meanwhile (a lookup finds nothing, an
+ * ADD_DEV of it gets EEXIST), so no new disk of the same name can appear
+ * before this one is gone.
+ */
 static void userblk_remove(struct userblk_dev *dev)
 {
 	bool was_added = test_bit(GD_ADDED, &dev->disk->state);
+	u32 id = dev->id;
 
 	lockdep_assert_held(&userblk_ctl_mutex);
 	userblk_kill(dev);
-	idr_remove(&userblk_idr, dev->id);
+	idr_replace(&userblk_idr, NULL, id);
 	if (was_added) {
+		mutex_unlock(&userblk_ctl_mutex);
 		/* The disk's last reference drops the device via ->free_disk. */
 		del_gendisk(dev->disk);
 		put_disk(dev->disk);
 		dev->disk = NULL;
+		mutex_lock(&userblk_ctl_mutex);
 	}
+	idr_remove(&userblk_idr, id);
 	userblk_dev_put(dev);
 }
 
-static int userblk_del(unsigned long id)
+static int userblk_del(unsigned long arg)
 {
 	struct userblk_dev *dev;
 	int ret = -ENODEV;
 
 	mutex_lock(&userblk_ctl_mutex);
-	dev = userblk_lookup(id);
+	dev = userblk_lookup(arg & ~(unsigned long)USERBLK_CTL_FORCE);
 	if (dev) {
-		userblk_remove(dev);
-		ret = 0;
+		ret = userblk_may_control(dev, arg & USERBLK_CTL_FORCE, "DEL_DEV");
+		if (!ret)
+			userblk_remove(dev);
 	}
 	mutex_unlock(&userblk_ctl_mutex);
 	return ret;
@@ -895,6 +988,13 @@ static int userblk_open_queue(struct userblk_queue_open __user *arg)
 	fd = -EBUSY;
 	if (q->attached)
 		goto out_unlock;
+	fd = -EPERM;
+	if (!(dev->cfg.features & USERBLK_F_ANY_DAEMON) &&
+	    task_tgid(current) != dev->owner) {
+		pr_warn_ratelimited("OPEN_QUEUE: dev %u belongs to another process (pid %d), and was not added with USERBLK_F_ANY_DAEMON\n",
+				    dev->id, pid_vnr(dev->owner));
+		goto out_unlock;
+	}
 	kref_get(&dev->ref);
 	fd = anon_inode_getfd("[userblk-queue]", dev->tr->fops, q, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
@@ -957,8 +1057,15 @@ static int __init userblk_init(void)
 	BUILD_BUG_ON(sizeof(struct userblk_io_cpl) != 16);
 	BUILD_BUG_ON(USERBLK_MAX_DEPTH > (1 << 16));
 	BUILD_BUG_ON(sizeof(struct userblk_pipe_set) != 24);
-	/* A splice data fd offset holds any position within a request. */
-	BUILD_BUG_ON(USERBLK_MAX_IO_BYTES > (1U << USERBLK_SPLICE_TAG_SHIFT));
+	BUILD_BUG_ON(sizeof(struct userblk_ring_layout) != 88);
+	BUILD_BUG_ON(sizeof(struct userblk_ring_kernel_indices) != 192);
+	BUILD_BUG_ON(sizeof(struct userblk_ring_daemon_indices) != 128);
+	/* A splice data fd offset holds any position within a request, its end included... */
+	BUILD_BUG_ON(USERBLK_MAX_IO_BYTES >= (1U << USERBLK_SPLICE_TAG_SHIFT));
+	/* ... and any tag. */
+	BUILD_BUG_ON(USERBLK_MAX_DEPTH >
+		     (1U << (USERBLK_SPLICE_GEN_SHIFT - USERBLK_SPLICE_TAG_SHIFT)));
+	BUILD_BUG_ON(USERBLK_CTL_FORCE <= USERBLK_MAX_DEVICES);
 
 	ret = misc_register(&userblk_misc);
 	if (ret) {

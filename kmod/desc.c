@@ -9,6 +9,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/fs.h>
+#include <linux/pagemap.h>
 #include <linux/poll.h>
 #include <linux/uaccess.h>
 
@@ -41,6 +42,8 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 	for (;;) {
 		struct userblk_io_desc desc;
 		struct request *rq;
+		size_t entry;
+		bool data;
 
 		rq = userblk_take_pending(q, count - done, &desc,
 					  ops->inline_data);
@@ -59,28 +62,28 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 			continue;
 		}
 
-		if (ops->push && userblk_has_data_out(rq)) {
-			ret = ops->push(q, rq);
-			if (ret) {
-				/* The daemon never sees it: fail it now. */
-				userblk_finish(q, rq, -EIO);
-				continue;
-			}
-		}
-		ret = 0;
-		if (copy_to_user(buf + done, &desc, sizeof(desc)))
-			ret = -EFAULT;
-		else if (ops->inline_data && userblk_has_data_out(rq))
-			ret = userblk_copy_to_user(rq, buf + done + sizeof(desc));
+		/* Read rq now: once handed over, it may complete at any time. */
+		entry = userblk_desc_entry(ops, rq);
+		data = ops->inline_data && userblk_has_data_out(rq);
+		pagefault_disable();
+		ret = copy_to_user(buf + done, &desc, sizeof(desc)) ? -EFAULT : 0;
+		pagefault_enable();
+		if (!ret && data)
+			ret = userblk_copy_to_user_nofault(rq, buf + done + sizeof(desc));
 		if (ret) {
-			if (ops->push && userblk_has_data_out(rq))
-				userblk_finish(q, rq, -EIO); /* its data is gone */
-			else
-				userblk_untake(q, rq);
-			return done ? done : ret;
+			/* Give it back before touching the page, which may sleep. */
+			userblk_untake(q, rq);
+			if (fault_in_writeable(buf + done, entry))
+				return done ? done : -EFAULT;
+			continue;
+		}
+		/* The descriptor is in buf but not counted until the data path is ready. */
+		if (ops->push && ops->push(q, rq)) {
+			userblk_finish(q, rq, -EIO);	/* the daemon never sees it */
+			continue;
 		}
 		userblk_handed_over(q, rq);
-		done += userblk_desc_entry(ops, rq);
+		done += entry;
 	}
 }
 
@@ -100,6 +103,7 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 		int result;
 		size_t need;
 
+		/* No request is held yet: this copy may sleep on a fault. */
 		if (copy_from_user(&cpl, buf + done, sizeof(cpl))) {
 			ret = -EFAULT;
 			break;
@@ -124,10 +128,15 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 			break;
 		}
 		if (need > sizeof(cpl)) {
-			ret = userblk_copy_from_user(rq, buf + done + sizeof(cpl));
+			ret = userblk_copy_from_user_nofault(rq, buf + done + sizeof(cpl));
 			if (ret) {
+				/* Give it back, fault the data in, take this entry again. */
 				userblk_unclaim(q, rq);
-				break;
+				if (fault_in_readable(buf + done + sizeof(cpl),
+						      need - sizeof(cpl)))
+					break;
+				ret = 0;
+				continue;
 			}
 		}
 		if (ops->pull && userblk_has_data_in(rq) && result == 0 &&

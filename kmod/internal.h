@@ -16,7 +16,11 @@
  *   IN/QUEUED/DISPATCHED -> IDLE   completed (answer, abort or timeout)
  *
  * OUT, IN and DATA belong to a syscall that copies data without the lock;
- * abort and timeout leave such a request to that syscall, which finishes it.
+ * abort and timeout leave such a request to that syscall, which finishes it
+ * (failing it if the queue died meanwhile). That is only sound because such
+ * a syscall never sleeps on the daemon while it holds a request: user memory
+ * is copied with page faults disabled (a fault gives the request back, faults
+ * the page in and tries again), and a tag's pipe is only ever trylocked.
  */
 #ifndef USERBLK_INTERNAL_H
 #define USERBLK_INTERNAL_H
@@ -40,7 +44,7 @@ enum userblk_cmd_state {
 /* Per-request state, in the request's pdu. */
 struct userblk_cmd {
 	struct list_head node;		/* on queue->pending while QUEUED */
-	u32 gen;			/* bumped at each hand-over */
+	u32 gen;			/* the tag's gen at this hand-over */
 	u32 filled;			/* splice: READ bytes written so far */
 	u8 state;			/* enum userblk_cmd_state */
 };
@@ -53,6 +57,7 @@ struct userblk_queue {
 	spinlock_t lock;
 	struct list_head pending;	/* QUEUED requests, oldest first */
 	struct request **rqs;		/* by tag: requests not yet completed */
+	u32 *tag_gen;			/* by tag: hand-outs so far, under lock */
 	wait_queue_head_t wait;		/* daemon waits here for requests */
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
@@ -80,13 +85,16 @@ struct userblk_desc_ops {
 	/* copy: a WRITE's data follows its descriptor in read(), a READ's its completion in write() */
 	bool inline_data;
 	/*
-	 * Optional: move a WRITE's data out as its descriptor is handed out
-	 * (the request is OUT). An error fails the request, unseen.
+	 * Optional: ready the data path of a request as its descriptor is
+	 * handed out (the request is OUT; the descriptor is in the daemon's
+	 * buffer but not yet counted), moving a WRITE's data out. Must not
+	 * sleep on the daemon. An error fails the request, unseen.
 	 */
 	int (*push)(struct userblk_queue *q, struct request *rq);
 	/*
 	 * Optional: take a READ's data as its result 0 completion is applied
-	 * (the request is IN). An error fails the request with EIO.
+	 * (the request is IN). Must not sleep on the daemon. An error fails
+	 * the request with EIO.
 	 */
 	int (*pull)(struct userblk_queue *q, struct request *rq);
 };
@@ -94,6 +102,7 @@ struct userblk_desc_ops {
 struct userblk_dev {
 	struct kref ref;		/* control, each queue fd, the live disk */
 	u32 id;
+	struct pid *owner;		/* the thread group that added it */
 	u32 state;			/* enum userblk_state, under userblk_ctl_mutex */
 	struct userblk_dev_config cfg;
 	const struct userblk_transport *tr;
@@ -132,12 +141,12 @@ int userblk_check_cpl(struct userblk_queue *q, const struct userblk_io_cpl *cpl)
 bool userblk_op_supported(struct userblk_queue *q, struct request *rq);
 u8 userblk_op(struct request *rq);
 void userblk_describe(struct request *rq, struct userblk_io_desc *desc);
-int userblk_copy_to_user(struct request *rq, void __user *dst);
-int userblk_copy_from_user(struct request *rq, const void __user *src);
+int userblk_copy_to_user_nofault(struct request *rq, void __user *dst);
+int userblk_copy_from_user_nofault(struct request *rq, const void __user *src);
 size_t userblk_copy_rq_iter(struct request *rq, size_t pos, size_t len,
 			    struct iov_iter *it, bool to_rq);
 
-struct request *userblk_hold(struct userblk_queue *q, unsigned int tag);
+struct request *userblk_hold(struct userblk_queue *q, unsigned int tag, u32 gen);
 void userblk_unhold(struct userblk_queue *q, struct request *rq);
 
 /* desc.c: the queue fd of copy, pipe and splice. */

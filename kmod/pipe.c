@@ -8,10 +8,15 @@
  * pipe to a file or socket without touching the data.
  *
  * The kernel never uses the daemon's own struct files: PIPE_SET opens two
- * files of its own on the pipe, non-blocking, so that nothing the daemon does
- * to its fds (fcntl, close) can make the kernel block on a full or empty
- * pipe, and it goes through the pipe's own read_iter/write_iter only. Each of
- * those copies once, between the request's pages and the pipe's own pages.
+ * files of its own on the pipe, which keep it alive whatever the daemon does
+ * to its fds. It never sleeps on the pipe either: the pipe's mutex is only
+ * ever trylocked, since a daemon thread may hold it for as long as it likes
+ * (splicing the pipe to a socket that does not drain), and a request that
+ * finds it taken fails. With the mutex held the kernel fills the pipe through
+ * an ITER_PIPE iterator (fresh pages: one copy from the request's pages, none
+ * of which is ever lent to the pipe) and empties it buffer by buffer (one
+ * copy into the request's pages), so it can check before and undo after: a
+ * request never leaves bytes in the pipe for the next one on its tag.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -19,6 +24,8 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/module.h>
+#include <linux/pipe_fs_i.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uio.h>
 
@@ -38,60 +45,156 @@ static struct userblk_tag_pipe *pipe_of(struct userblk_queue *q,
 	return &pipes[tag];
 }
 
-/*
- * Move the request's data through f, one bio at a time (vfs_iter_read() into
- * the request, vfs_iter_write() out of it). f is non-blocking: a pipe that is
- * full or empty ends the transfer short.
- */
-static int pipe_transfer(struct userblk_queue *q, struct request *rq,
-			 struct file *f, bool to_rq)
+static struct pipe_inode_info *pipe_info(struct userblk_tag_pipe *p)
 {
-	struct bio *bio;
+	return p->rd->private_data;
+}
 
+/* Lock the pipe of rq's tag without sleeping, or say why not and fail. */
+static struct pipe_inode_info *pipe_trylock(struct userblk_queue *q,
+					    struct request *rq)
+{
+	struct pipe_inode_info *pipe = pipe_info(pipe_of(q, rq->tag));
+
+	if (likely(mutex_trylock(&pipe->mutex)))
+		return pipe;
+	userblk_reject(q, "tag %u: another thread holds the pipe (splicing it?): the request fails",
+		       rq->tag);
+	return NULL;
+}
+
+static void pipe_unlock_wake(struct pipe_inode_info *pipe, bool filled, bool emptied)
+{
+	mutex_unlock(&pipe->mutex);
+	if (filled)
+		wake_up_interruptible_sync_poll(&pipe->rd_wait, EPOLLIN | EPOLLRDNORM);
+	if (emptied)
+		wake_up_interruptible_sync_poll(&pipe->wr_wait, EPOLLOUT | EPOLLWRNORM);
+}
+
+/* Drop everything in a locked pipe; returns the bytes dropped. */
+static size_t pipe_drain(struct pipe_inode_info *pipe)
+{
+	unsigned int mask = pipe->ring_size - 1;
+	size_t dropped = 0;
+
+	while (!pipe_empty(pipe->head, pipe->tail)) {
+		struct pipe_buffer *buf = &pipe->bufs[pipe->tail & mask];
+
+		dropped += buf->len;
+		pipe_buf_release(pipe, buf);
+		pipe->tail++;
+	}
+	return dropped;
+}
+
+/*
+ * As the descriptor is handed out: the tag's pipe must be empty (what is left
+ * belongs to an earlier request: dropped, and the request fails), and a
+ * WRITE's data goes into it whole or not at all.
+ */
+static int pipe_push(struct userblk_queue *q, struct request *rq)
+{
+	size_t len = blk_rq_bytes(rq), done = 0, stale;
+	struct pipe_inode_info *pipe;
+	struct req_iterator iter;
+	struct iov_iter it;
+	struct bio_vec bv;
+	int ret = 0;
+
+	pipe = pipe_trylock(q, rq);
+	if (!pipe)
+		return -EIO;
+	stale = pipe_drain(pipe);
+	if (unlikely(stale)) {
+		userblk_reject(q, "tag %u: %zu bytes of an earlier request were left in the pipe: dropped, and the request fails",
+			       rq->tag, stale);
+		ret = -EIO;
+		goto out_unlock;
+	}
+	if (!userblk_has_data_out(rq))
+		goto out_unlock;
+	if (DIV_ROUND_UP(len, PAGE_SIZE) > pipe->max_usage) {
+		userblk_reject(q, "tag %u: the pipe holds %u pages, the WRITE needs %zu bytes: size it to max_io_bytes",
+			       rq->tag, pipe->max_usage, len);
+		ret = -EIO;
+		goto out_unlock;
+	}
+	iov_iter_pipe(&it, ITER_DEST, pipe, len);
+	rq_for_each_segment(bv, rq, iter) {
+		void *p = bvec_kmap_local(&bv);
+		size_t n = copy_to_iter(p, bv.bv_len, &it);
+
+		kunmap_local(p);
+		done += n;
+		if (n < bv.bv_len)
+			break;
+	}
+	if (unlikely(done < len)) {
+		userblk_reject(q, "tag %u: only %zu of %zu bytes went into the pipe",
+			       rq->tag, done, len);
+		pipe_drain(pipe);
+		ret = -EIO;
+	}
+out_unlock:
+	pipe_unlock_wake(pipe, !ret && done, stale || ret);
+	return ret;
+}
+
+/* A READ answered 0: exactly its len bytes must be in the pipe. */
+static int pipe_pull(struct userblk_queue *q, struct request *rq)
+{
+	size_t len = blk_rq_bytes(rq), done = 0, extra;
+	struct pipe_inode_info *pipe;
+	struct iov_iter it;
+	struct bio *bio;
+	int ret = 0;
+
+	pipe = pipe_trylock(q, rq);
+	if (!pipe)
+		return -EIO;
 	__rq_for_each_bio(bio, rq) {
+		unsigned int mask = pipe->ring_size - 1;
 		struct bvec_iter bi;
-		struct iov_iter it;
 		struct bio_vec bv;
 		unsigned long nr = 0;
 
 		bio_for_each_bvec(bv, bio, bi)
 			nr++;
-		iov_iter_bvec(&it, to_rq ? ITER_DEST : ITER_SOURCE,
+		iov_iter_bvec(&it, ITER_DEST,
 			      __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter), nr,
 			      bio->bi_iter.bi_size);
 		it.iov_offset = bio->bi_iter.bi_bvec_done;
+		while (iov_iter_count(&it) && !pipe_empty(pipe->head, pipe->tail)) {
+			struct pipe_buffer *buf = &pipe->bufs[pipe->tail & mask];
+			size_t n = min_t(size_t, buf->len, iov_iter_count(&it));
 
-		while (iov_iter_count(&it)) {
-			size_t want = iov_iter_count(&it);
-			ssize_t n;
-
-			n = to_rq ? vfs_iter_read(f, &it, NULL, 0) :
-				    vfs_iter_write(f, &it, NULL, 0);
-			if (n <= 0) {
-				userblk_reject(q, "tag %u: the pipe %s %zu bytes short (%zd): %s",
-					       rq->tag, to_rq ? "was" : "had no room,",
-					       want, n, to_rq ?
-					       "write a READ's data before its completion" :
-					       "drain the pipe and size it to max_io_bytes");
-				return -EIO;
+			if (pipe_buf_confirm(pipe, buf))
+				break;
+			n = copy_page_to_iter(buf->page, buf->offset, n, &it);
+			if (!n)
+				break;
+			buf->offset += n;
+			buf->len -= n;
+			done += n;
+			if (!buf->len) {
+				pipe_buf_release(pipe, buf);
+				pipe->tail++;
 			}
 		}
-		if (to_rq) {
-			bio_for_each_segment(bv, bio, bi)
-				flush_dcache_page(bv.bv_page);
-		}
+		bio_for_each_segment(bv, bio, bi)
+			flush_dcache_page(bv.bv_page);
+		if (iov_iter_count(&it))
+			break;
 	}
-	return 0;
-}
-
-static int pipe_push(struct userblk_queue *q, struct request *rq)
-{
-	return pipe_transfer(q, rq, pipe_of(q, rq->tag)->wr, false);
-}
-
-static int pipe_pull(struct userblk_queue *q, struct request *rq)
-{
-	return pipe_transfer(q, rq, pipe_of(q, rq->tag)->rd, true);
+	extra = pipe_drain(pipe);
+	if (unlikely(done < len || extra)) {
+		userblk_reject(q, "tag %u: the READ of %zu bytes found %zu in the pipe: write a READ's data, exactly, before its completion",
+			       rq->tag, len, done + extra);
+		ret = -EIO;
+	}
+	pipe_unlock_wake(pipe, false, true);
+	return ret;
 }
 
 static const struct userblk_desc_ops pipe_desc_ops = {
@@ -138,6 +241,10 @@ static long pipe_set(struct userblk_queue *q,
 	ret = -EINVAL;
 	if (file_inode(new.rd) != file_inode(new.wr))
 		goto out_wr;	/* not the two ends of one pipe */
+	if (!new.rd->private_data || new.rd->private_data != file_inode(new.rd)->i_pipe ||
+	    new.wr->private_data != new.rd->private_data ||
+	    pipe_has_watch_queue(new.rd->private_data))
+		goto out_wr;	/* not a plain pipe we can lock (a notification queue) */
 
 	spin_lock(&q->lock);
 	if (q->rqs[ps.tag] || READ_ONCE(q->dead)) {

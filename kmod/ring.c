@@ -27,7 +27,8 @@
 struct ring_queue {
 	void *area;			/* vmalloc_user, mapped by the daemon */
 	struct userblk_ring_layout layout;
-	struct userblk_ring_indices *idx;
+	struct userblk_ring_kernel_indices *kidx;	/* read-only to the daemon */
+	struct userblk_ring_daemon_indices *didx;
 	struct userblk_io_desc *sq;
 	struct userblk_io_cpl *cq;
 	u8 *bufs;
@@ -59,10 +60,14 @@ static int ring_init_queue(struct userblk_queue *q)
 	l = &r->layout;
 	l->sq_entries = roundup_pow_of_two(c->queue_depth);
 	l->cq_entries = l->sq_entries;
-	l->indices_off = 0;
-	l->sq_off = ALIGN(sizeof(struct userblk_ring_indices), SMP_CACHE_BYTES);
-	l->cq_off = ALIGN(l->sq_off + (u64)l->sq_entries * sizeof(struct userblk_io_desc),
-			  SMP_CACHE_BYTES);
+	/* What only the kernel writes, mapped read-only ... */
+	l->kernel_off = 0;
+	l->sq_off = ALIGN(sizeof(struct userblk_ring_kernel_indices), SMP_CACHE_BYTES);
+	/* ... and from the next page on, what the daemon writes. */
+	l->rw_off = PAGE_ALIGN(l->sq_off + (u64)l->sq_entries * sizeof(struct userblk_io_desc));
+	l->daemon_off = l->rw_off;
+	l->cq_off = l->daemon_off + ALIGN(sizeof(struct userblk_ring_daemon_indices),
+					  SMP_CACHE_BYTES);
 	l->buf_off = PAGE_ALIGN(l->cq_off + (u64)l->cq_entries * sizeof(struct userblk_io_cpl));
 	l->buf_size = PAGE_ALIGN(c->max_io_bytes);
 	l->nr_bufs = c->queue_depth;
@@ -80,7 +85,8 @@ static int ring_init_queue(struct userblk_queue *q)
 		kfree(r);
 		return -ENOMEM;
 	}
-	r->idx = r->area;
+	r->kidx = r->area + l->kernel_off;
+	r->didx = r->area + l->daemon_off;
 	r->sq = r->area + l->sq_off;
 	r->cq = r->area + l->cq_off;
 	r->bufs = r->area + l->buf_off;
@@ -102,13 +108,13 @@ static void ring_exit_queue(struct userblk_queue *q)
 
 static void ring_count_reject(struct userblk_queue *q, struct ring_queue *r)
 {
-	WRITE_ONCE(r->idx->rejected, atomic64_read(&q->rejected));
+	WRITE_ONCE(r->kidx->rejected, atomic64_read(&q->rejected));
 }
 
 /* Requests published and not yet consumed; 0 if the daemon's head lies. */
 static u32 ring_sq_pending(struct ring_queue *r)
 {
-	u32 n = READ_ONCE(r->sq_tail) - READ_ONCE(r->idx->sq_head);
+	u32 n = READ_ONCE(r->sq_tail) - READ_ONCE(r->didx->sq_head);
 
 	return n <= r->layout.sq_entries ? n : 0;
 }
@@ -142,15 +148,28 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 	struct ring_queue *r = ring_of(q);
 	struct request *rq = bd->rq;
 	struct userblk_cmd *cmd = userblk_cmd(rq);
+	bool dead;
 	u32 head;
 
 	if (unlikely(!userblk_op_supported(q, rq)))
 		return BLK_STS_NOTSUPP;
 
 	blk_mq_start_request(rq);
-	/* The tag's buffer is this request's until it completes. */
-	if (userblk_has_data_out(rq))
+	if (userblk_has_data_out(rq)) {
+		/*
+		 * The tag's buffer is this request's until it completes, but only
+		 * while the device lives: a queue dies before any of its tags is
+		 * freed by an abort or a timeout, so a live queue here means the
+		 * tag's last request was answered, and no late daemon still reads
+		 * the buffer for it. A dead one: leave the buffer alone.
+		 */
+		spin_lock(&q->lock);
+		dead = q->dead;
+		spin_unlock(&q->lock);
+		if (unlikely(dead))
+			return BLK_STS_IOERR;
 		ring_copy_from_rq(rq, ring_buf(r, rq->tag));
+	}
 
 	spin_lock(&q->lock);
 	if (unlikely(q->dead)) {
@@ -158,7 +177,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		return BLK_STS_IOERR;
 	}
 	/* Pairs with the daemon's release of sq_head: its reads of the slot are done. */
-	head = smp_load_acquire(&r->idx->sq_head);
+	head = smp_load_acquire(&r->didx->sq_head);
 	if (unlikely(r->sq_tail - head >= r->layout.sq_entries)) {
 		/* At most depth requests are out: a full ring is a lying head. */
 		userblk_reject(q, "submission head %u is out of range (tail %u)",
@@ -167,13 +186,13 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		spin_unlock(&q->lock);
 		return BLK_STS_IOERR;
 	}
-	cmd->gen++;
+	cmd->gen = ++q->tag_gen[rq->tag];
 	cmd->state = USERBLK_CMD_DISPATCHED;
 	q->rqs[rq->tag] = rq;
 	userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
 	r->sq_tail++;
 	/* The entry and a write's data are visible before the new tail. */
-	smp_store_release(&r->idx->sq_tail, r->sq_tail);
+	smp_store_release(&r->kidx->sq_tail, r->sq_tail);
 	spin_unlock(&q->lock);
 
 	if (bd->last && wq_has_sleeper(&q->wait))
@@ -197,7 +216,7 @@ static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
 
 	mutex_lock(&r->reap_lock);
 	/* Pairs with the daemon's release of cq_tail: its entries are visible. */
-	tail = smp_load_acquire(&r->idx->cq_tail);
+	tail = smp_load_acquire(&r->didx->cq_tail);
 	if (tail - r->cq_head > r->layout.cq_entries) {
 		userblk_reject(q, "completion tail %u is out of range (head %u)",
 			       tail, r->cq_head);
@@ -223,7 +242,7 @@ static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
 		userblk_finish(q, rq, cpl.result);
 	}
 	/* Our reads of the slots are done before the daemon may reuse them. */
-	smp_store_release(&r->idx->cq_head, r->cq_head);
+	smp_store_release(&r->kidx->cq_head, r->cq_head);
 out_unlock:
 	ring_count_reject(q, r);
 	mutex_unlock(&r->reap_lock);
@@ -268,15 +287,33 @@ static long ring_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	}
 }
 
+/*
+ * The daemon maps the area in its two parts, each whole: [0, rw_off) read-only
+ * (the kernel's indices and the submission ring: a daemon cannot scribble on
+ * what the kernel tells it) and [rw_off, map_size) read-write (its indices,
+ * the completion ring, the buffers). Never executable, never private (a
+ * copy-on-write page would be the daemon's alone), not inherited by fork():
+ * only the daemon that opened the queue touches it.
+ */
 static int ring_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct userblk_queue *q = file->private_data;
 	struct ring_queue *r = ring_of(q);
+	const struct userblk_ring_layout *l = &r->layout;
+	unsigned long size = vma->vm_end - vma->vm_start;
+	bool ro = vma->vm_pgoff == 0;
 
-	if (vma->vm_pgoff || vma->vm_end - vma->vm_start != r->layout.map_size)
+	if (ro ? size != l->rw_off :
+	    vma->vm_pgoff != l->rw_off >> PAGE_SHIFT || size != l->map_size - l->rw_off)
 		return -EINVAL;
-	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
-	return remap_vmalloc_range(vma, r->area, 0);
+	if (!(vma->vm_flags & VM_SHARED) || (vma->vm_flags & VM_EXEC) ||
+	    (ro && (vma->vm_flags & VM_WRITE)))
+		return -EPERM;
+	vma->vm_flags &= ~VM_MAYEXEC;
+	if (ro)
+		vma->vm_flags &= ~VM_MAYWRITE;
+	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY;
+	return remap_vmalloc_range(vma, r->area, vma->vm_pgoff);
 }
 
 static __poll_t ring_poll(struct file *file, struct poll_table_struct *wait)

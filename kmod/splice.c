@@ -30,79 +30,109 @@
 #include "internal.h"
 
 #define SPLICE_POS_MASK	((1ULL << USERBLK_SPLICE_TAG_SHIFT) - 1)
+#define SPLICE_TAG_MASK	((1ULL << (USERBLK_SPLICE_GEN_SHIFT - USERBLK_SPLICE_TAG_SHIFT)) - 1)
 
 /* Hold the request a data fd offset names; pos gets the offset within it. */
 static struct request *splice_hold(struct userblk_queue *q, loff_t off,
 				   size_t *pos)
 {
-	u64 tag = (u64)off >> USERBLK_SPLICE_TAG_SHIFT;
+	u64 tag = ((u64)off >> USERBLK_SPLICE_TAG_SHIFT) & SPLICE_TAG_MASK;
+	u32 gen = (u64)off >> USERBLK_SPLICE_GEN_SHIFT;
 
 	if (off < 0 || tag >= q->dev->cfg.queue_depth)
 		return ERR_PTR(-EINVAL);
 	*pos = off & SPLICE_POS_MASK;
-	return userblk_hold(q, tag);
+	return userblk_hold(q, tag, gen);
+}
+
+/*
+ * Move up to want bytes between the request on the offset's tag (from byte
+ * pos) and it, holding the request only while the copy cannot sleep: into or
+ * out of user memory (pread, pwrite) page faults are disabled, and a fault
+ * gives the request back, faults the pages in and tries again. Returns the
+ * bytes moved, 0 at the end of the request, or -errno. check() says whether
+ * the held request may move that way.
+ */
+static ssize_t splice_data_move(struct kiocb *iocb, struct iov_iter *it, bool to_rq,
+				ssize_t (*check)(struct userblk_queue *q, struct request *rq,
+						 size_t pos, size_t *want))
+{
+	struct userblk_queue *q = iocb->ki_filp->private_data;
+	bool user = user_backed_iter(it);
+	size_t pos, want, n;
+	struct request *rq;
+	ssize_t ret;
+
+	for (;;) {
+		rq = splice_hold(q, iocb->ki_pos, &pos);
+		if (IS_ERR(rq))
+			return PTR_ERR(rq);
+		want = iov_iter_count(it);
+		ret = check(q, rq, pos, &want);
+		if (ret || !want) {
+			userblk_unhold(q, rq);
+			return ret;
+		}
+		if (user)
+			pagefault_disable();
+		n = userblk_copy_rq_iter(rq, pos, want, it, to_rq);
+		if (user)
+			pagefault_enable();
+		if (to_rq)
+			userblk_cmd(rq)->filled += n;
+		userblk_unhold(q, rq);
+		if (n) {
+			iocb->ki_pos += n;
+			return n;
+		}
+		if (!user)
+			return -EFAULT;
+		if ((to_rq ? fault_in_iov_iter_readable(it, want) :
+			     fault_in_iov_iter_writeable(it, want)) == want)
+			return -EFAULT;
+	}
 }
 
 /* A WRITE's data, from byte pos of the request on the offset's tag. */
+static ssize_t splice_check_read(struct userblk_queue *q, struct request *rq,
+				 size_t pos, size_t *want)
+{
+	size_t len = blk_rq_bytes(rq);
+
+	if (!userblk_has_data_out(rq))
+		return -EINVAL;
+	*want = pos < len ? min_t(size_t, len - pos, *want) : 0;
+	return 0;
+}
+
 static ssize_t splice_data_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
-	struct userblk_queue *q = iocb->ki_filp->private_data;
-	size_t pos, len, want, n;
-	struct request *rq;
-	ssize_t ret;
-
-	rq = splice_hold(q, iocb->ki_pos, &pos);
-	if (IS_ERR(rq))
-		return PTR_ERR(rq);
-	if (!userblk_has_data_out(rq)) {
-		ret = -EINVAL;
-		goto out;
-	}
-	len = blk_rq_bytes(rq);
-	want = pos < len ? min_t(size_t, len - pos, iov_iter_count(to)) : 0;
-	n = want ? userblk_copy_rq_iter(rq, pos, want, to, false) : 0;
-	ret = n ? n : (want ? -EFAULT : 0);
-	if (n)
-		iocb->ki_pos += n;
-out:
-	userblk_unhold(q, rq);
-	return ret;
+	return splice_data_move(iocb, to, false, splice_check_read);
 }
 
 /* A READ's data, in order: each write starts where the last one ended. */
-static ssize_t splice_data_write_iter(struct kiocb *iocb, struct iov_iter *from)
+static ssize_t splice_check_write(struct userblk_queue *q, struct request *rq,
+				  size_t pos, size_t *want)
 {
-	struct userblk_queue *q = iocb->ki_filp->private_data;
-	size_t pos, len, want, n;
-	struct userblk_cmd *cmd;
-	struct request *rq;
-	ssize_t ret;
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+	size_t len = blk_rq_bytes(rq);
 
-	rq = splice_hold(q, iocb->ki_pos, &pos);
-	if (IS_ERR(rq))
-		return PTR_ERR(rq);
-	cmd = userblk_cmd(rq);
-	len = blk_rq_bytes(rq);
-	want = iov_iter_count(from);
-	ret = -EINVAL;
 	if (!userblk_has_data_in(rq)) {
 		userblk_reject(q, "data written for tag %u, which is not a READ",
 			       rq->tag);
-		goto out;
+		return -EINVAL;
 	}
-	if (pos != cmd->filled || want > len - pos) {
+	if (pos != cmd->filled || *want > len - pos) {
 		userblk_reject(q, "tag %u: %zu bytes written at %zu; the READ has %u of %zu bytes",
-			       rq->tag, want, pos, cmd->filled, len);
-		goto out;
+			       rq->tag, *want, pos, cmd->filled, len);
+		return -EINVAL;
 	}
-	n = want ? userblk_copy_rq_iter(rq, pos, want, from, true) : 0;
-	cmd->filled += n;
-	ret = n ? n : (want ? -EFAULT : 0);
-	if (n)
-		iocb->ki_pos += n;
-out:
-	userblk_unhold(q, rq);
-	return ret;
+	return 0;
+}
+
+static ssize_t splice_data_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	return splice_data_move(iocb, from, true, splice_check_write);
 }
 
 static int splice_data_release(struct inode *inode, struct file *file)

@@ -24,33 +24,11 @@
 
 namespace userblk::test {
 
-inline std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
-    return (v + a - 1) / a * a;
-}
-
-inline std::uint32_t round_up_pow2(std::uint32_t v) {
-    std::uint32_t p = 1;
-    while (p < v) {
-        p <<= 1;
-    }
-    return p;
-}
-
-/// The layout kmod/ring.c's ring_init_queue() computes (cache lines of 64 bytes).
+/// The layout kmod/ring.c's ring_init_queue() computes.
 inline userblk_ring_layout
 kernel_layout(std::uint32_t depth, std::uint32_t max_io,
               std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))) {
-    userblk_ring_layout l{};
-    l.sq_entries = round_up_pow2(depth);
-    l.cq_entries = l.sq_entries;
-    l.indices_off = 0;
-    l.sq_off = align_up(sizeof(userblk_ring_indices), 64);
-    l.cq_off = align_up(l.sq_off + std::uint64_t{l.sq_entries} * sizeof(userblk_io_desc), 64);
-    l.buf_off = align_up(l.cq_off + std::uint64_t{l.cq_entries} * sizeof(userblk_io_cpl), page);
-    l.buf_size = static_cast<std::uint32_t>(align_up(max_io, page));
-    l.nr_bufs = depth;
-    l.map_size = l.buf_off + std::uint64_t{l.nr_bufs} * l.buf_size;
-    return l;
+    return ring::expected_layout(depth, max_io, static_cast<std::size_t>(page));
 }
 
 /// A request for FakeRingKernel::publish().
@@ -76,16 +54,16 @@ public:
     FakeRingKernel(std::byte* area, const userblk_ring_layout& l, std::uint32_t start = 0)
         : base_(area), l_(l), sq_tail_(start), cq_head_(start), outstanding_(l.nr_bufs),
           gens_(l.nr_bufs) {
-        idx().sq_head = idx().sq_tail = idx().cq_head = idx().cq_tail = start;
+        didx().sq_head = kidx().sq_tail = kidx().cq_head = didx().cq_tail = start;
     }
 
     /// queue_rq: copies a WRITE's data into the tag's buffer, writes the entry, publishes it.
     /// Returns false when the ring is full (or the daemon's head lies), as ring.c fails it.
     bool publish(const FakeRequest& r) {
         std::lock_guard lock(mutex_);
-        std::uint32_t head = std::atomic_ref(idx().sq_head).load(std::memory_order_acquire);
+        std::uint32_t head = std::atomic_ref(didx().sq_head).load(std::memory_order_acquire);
         if (sq_tail_ - head >= l_.sq_entries) {
-            ++idx().rejected;
+            ++kidx().rejected;
             return false;
         }
         userblk_io_desc d{};
@@ -105,17 +83,17 @@ public:
         std::memcpy(base_ + l_.sq_off + (sq_tail_ & (l_.sq_entries - 1)) * sizeof(d), &d,
                     sizeof(d));
         ++sq_tail_;
-        std::atomic_ref(idx().sq_tail).store(sq_tail_, std::memory_order_release);
+        std::atomic_ref(kidx().sq_tail).store(sq_tail_, std::memory_order_release);
         return true;
     }
 
     /// Publishes a raw sq_tail (a lying kernel).
     void set_sq_tail(std::uint32_t v) {
-        std::atomic_ref(idx().sq_tail).store(v, std::memory_order_release);
+        std::atomic_ref(kidx().sq_tail).store(v, std::memory_order_release);
     }
     /// Publishes a raw cq_head (a lying kernel).
     void set_cq_head(std::uint32_t v) {
-        std::atomic_ref(idx().cq_head).store(v, std::memory_order_release);
+        std::atomic_ref(kidx().cq_head).store(v, std::memory_order_release);
     }
     /// The request a tag's timeout ended: the kernel forgets it (its answer will be stale).
     void time_out(std::uint16_t tag) {
@@ -153,15 +131,18 @@ public:
     }
 
     [[nodiscard]] std::uint32_t pending() const {
-        std::uint32_t n = sq_tail_ - std::atomic_ref(idx().sq_head).load(std::memory_order_acquire);
+        std::uint32_t n = sq_tail_ - std::atomic_ref(didx().sq_head).load(std::memory_order_acquire);
         return n <= l_.sq_entries ? n : 0;
     }
-    [[nodiscard]] std::uint64_t rejected() const { return idx().rejected; }
+    [[nodiscard]] std::uint64_t rejected() const { return kidx().rejected; }
     [[nodiscard]] std::byte* buffer(std::uint16_t tag) const {
         return base_ + l_.buf_off + std::size_t{tag} * l_.buf_size;
     }
-    [[nodiscard]] userblk_ring_indices& idx() const {
-        return *reinterpret_cast<userblk_ring_indices*>(base_ + l_.indices_off);
+    [[nodiscard]] userblk_ring_kernel_indices& kidx() const {
+        return *reinterpret_cast<userblk_ring_kernel_indices*>(base_ + l_.kernel_off);
+    }
+    [[nodiscard]] userblk_ring_daemon_indices& didx() const {
+        return *reinterpret_cast<userblk_ring_daemon_indices*>(base_ + l_.daemon_off);
     }
 
     std::vector<unsigned> calls;                   ///< flags of every enter()
@@ -173,9 +154,9 @@ public:
 
 private:
     bool reap() {
-        std::uint32_t tail = std::atomic_ref(idx().cq_tail).load(std::memory_order_acquire);
+        std::uint32_t tail = std::atomic_ref(didx().cq_tail).load(std::memory_order_acquire);
         if (tail - cq_head_ > l_.cq_entries) {
-            ++idx().rejected;
+            ++kidx().rejected;
             return false;
         }
         while (cq_head_ != tail) {
@@ -186,7 +167,7 @@ private:
             auto& out = c.tag < l_.nr_bufs ? outstanding_[c.tag] : none_;
             if (c.reserved0 != 0 || c.reserved1 != 0 || c.result > 0 || c.result < -4095 || !out ||
                 out->gen != c.gen) {
-                ++idx().rejected;
+                ++kidx().rejected;
                 continue;
             }
             TakenCompletion t{c, {}};
@@ -199,7 +180,7 @@ private:
                 on_complete(*this, c);
             }
         }
-        std::atomic_ref(idx().cq_head).store(cq_head_, std::memory_order_release);
+        std::atomic_ref(kidx().cq_head).store(cq_head_, std::memory_order_release);
         return true;
     }
 

@@ -121,7 +121,9 @@ TEST(ExplainAddDev, OtherErrnos) {
     EXPECT_EQ(explain({.size = 1 << 20, .dev_id = 3}, EEXIST), "device id 3 is taken");
     EXPECT_EQ(explain({.size = 1 << 20}, EOPNOTSUPP),
               "the loaded userblk.ko does not serve mode copy");
-    EXPECT_EQ(explain({.size = 1 << 20}, EPERM), "run as root (CAP_SYS_ADMIN)");
+    EXPECT_EQ(explain({.size = 1 << 20}, EPERM),
+              "run as root (CAP_SYS_ADMIN); a device belongs to the process that added it "
+              "(`userblk del ID` acts on anyone's)");
     EXPECT_EQ(explain({.size = 1 << 20}, ENOMEM), "");
     EXPECT_EQ(explain({.size = 1 << 20}), ""); // a valid config: the kernel's own reason
     EXPECT_EQ(explain({.size = 1 << 20}, E2BIG), "") << "only a ring queue has a size limit";

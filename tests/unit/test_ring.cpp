@@ -83,13 +83,19 @@ TEST(RingLayout, EveryBrokenFieldIsNamed) {
         {"misaligned", [](userblk_ring_layout& l) { l.sq_off += 4; }},
         {"misaligned", [](userblk_ring_layout& l) { l.buf_off += 512; }},
         {"buffers: ", [](userblk_ring_layout& l) { l.map_size -= kPage; }},
-        {"completion ring: 1024 bytes at 18446744073709551608, beyond map_size",
+        {"completion ring: 1024 bytes at 18446744073709551608, outside the writable part",
          [](userblk_ring_layout& l) { l.cq_off = ~0ULL - 7; }},
         {"submission ring: 51539607552 bytes", // so many entries the ring outgrows the area
          [](userblk_ring_layout& l) { l.sq_entries = 1U << 31; }},
-        {"overlapping regions: indices and submission ring",
+        {"submission ring: 1536 bytes at 4096, outside the read-only part", // in the writable
+         [](userblk_ring_layout& l) { l.sq_off = l.rw_off; }},
+        {"rw_off 0 is not a page boundary", [](userblk_ring_layout& l) { l.rw_off = 0; }},
+        {"rw_off 100 is not a page boundary", [](userblk_ring_layout& l) { l.rw_off = 100; }},
+        {"overlapping regions: kernel indices and submission ring",
          [](userblk_ring_layout& l) { l.sq_off = 64; }},
-        {"overlapping regions: submission ring and completion ring",
+        {"overlapping regions: daemon indices and completion ring",
+         [](userblk_ring_layout& l) { l.cq_off = l.daemon_off + 64; }},
+        {"completion ring: 1024 bytes at 200, outside the writable part",
          [](userblk_ring_layout& l) { l.cq_off = l.sq_off + 8; }},
         {"overlapping regions: completion ring and buffers",
          [](userblk_ring_layout& l) { l.cq_off = l.buf_off - 8; }},
@@ -147,7 +153,7 @@ TEST(SharedRing, EntriesAndBuffersAreWhereTheLayoutSays) {
     EXPECT_EQ(ring.buffer(3).size(), l.buf_size);
     ring.set_sq_head(17);
     ring.set_cq_tail(19);
-    auto* idx = reinterpret_cast<userblk_ring_indices*>(base);
+    auto* idx = reinterpret_cast<userblk_ring_daemon_indices*>(base + l.daemon_off);
     EXPECT_EQ(idx->sq_head, 17U);
     EXPECT_EQ(idx->cq_tail, 19U);
 }
@@ -328,7 +334,7 @@ TEST(RingQueue, IndicesWrapAt2To32) {
         EXPECT_EQ(read.cpl.tag, 3);
         EXPECT_EQ(read.data, pattern(4096, round * 3U)) << "round " << round;
     }
-    auto& idx = rig.kernel->idx();
+    auto& idx = rig.kernel->didx();
     EXPECT_EQ(idx.sq_head, 0xfffffffaU + 16U);
     EXPECT_LT(idx.sq_head, 16U) << "the indices went past 2^32";
     EXPECT_EQ(idx.cq_tail, idx.sq_head);

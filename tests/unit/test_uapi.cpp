@@ -84,7 +84,16 @@ TEST(Uapi, IoctlEncodings) {
 }
 
 TEST(Uapi, ConstantsUsedByTheDaemon) {
-    EXPECT_EQ(USERBLK_F_ALL, 0xfULL);
+    EXPECT_EQ(USERBLK_F_ALL, 0x3fULL);
+    EXPECT_EQ(USERBLK_ABI_VERSION, 2);
+    // The splice data fd's offset: gen, tag and a position up to max_io_bytes inclusive.
+    EXPECT_EQ(USERBLK_SPLICE_OFF(3, 7, 512), (7ULL << 32) | (3ULL << 21) | 512U);
+    EXPECT_EQ(USERBLK_SPLICE_OFF(1023, 0xffffffffU, USERBLK_MAX_IO_BYTES),
+              (0x7fffffffULL << 32) | (1023ULL << 21) | USERBLK_MAX_IO_BYTES);
+    EXPECT_LT(USERBLK_MAX_IO_BYTES, 1U << USERBLK_SPLICE_TAG_SHIFT);
+    EXPECT_EQ(sizeof(userblk_ring_kernel_indices), 192U);
+    EXPECT_EQ(sizeof(userblk_ring_daemon_indices), 128U);
+    EXPECT_EQ(sizeof(userblk_ring_layout), 88U);
     EXPECT_EQ(USERBLK_COPY_MIN_READ(4096U), 4096U + 24U);
     EXPECT_EQ(USERBLK_OP_READ, 0);
     EXPECT_EQ(USERBLK_OP_WRITE, 1);

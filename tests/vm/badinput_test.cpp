@@ -478,14 +478,14 @@ protected:
     ssize_t take_data(const userblk_io_desc& d, void* buf, size_t len, size_t pos = 0) {
         ssize_t r = mode_ == USERBLK_MODE_PIPE
                         ? ::read(pipes_[d.tag].r.get(), buf, len)
-                        : ::pread(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, pos));
+                        : ::pread(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, d.gen, pos));
         return r < 0 ? -errno : r;
     }
     // A READ's data as the daemon gives it.
     ssize_t give_data(const userblk_io_desc& d, const void* buf, size_t len, size_t pos = 0) {
         ssize_t r = mode_ == USERBLK_MODE_PIPE
                         ? ::write(pipes_[d.tag].w.get(), buf, len)
-                        : ::pwrite(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, pos));
+                        : ::pwrite(data_.get(), buf, len, USERBLK_SPLICE_OFF(d.tag, d.gen, pos));
         return r < 0 ? -errno : r;
     }
     static std::vector<char> pattern(size_t len, int seed) {
@@ -654,9 +654,9 @@ TEST_F(SpliceDataTest, TheDataFdRefusesWhatNoRequestAllows) {
     EXPECT_EQ(xioctl(q_.get(), USERBLK_IOC_SPLICE_DATA_FD, 1ul), -EINVAL) << "an argument";
     char b[512];
     errno = 0;
-    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(cfg_.queue_depth, 0)), -1);
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(cfg_.queue_depth, 0, 0)), -1);
     EXPECT_EQ(errno, EINVAL) << "tag beyond depth";
-    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(1, 0)), -1);
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(1, 0, 0)), -1);
     EXPECT_EQ(errno, ENOENT) << "no request on the tag";
     EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), -4096), -1);
     EXPECT_EQ(errno, EINVAL) << "negative offset";
@@ -666,17 +666,17 @@ TEST_F(SpliceDataTest, TheDataFdRefusesWhatNoRequestAllows) {
     std::memcpy(src.data, w.data(), kBlock);
     auto wio = io_async(path_, true, 0, src.data);
     userblk_io_desc d = next_request();
-    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, 0)), -1);
     EXPECT_EQ(errno, EINVAL) << "writing a WRITE's data";
-    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, kBlock)), 0)
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, kBlock)), 0)
         << "past the end of the request";
-    EXPECT_EQ(::pread(data_.get(), g_bad_ptr, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(::pread(data_.get(), g_bad_ptr, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, 0)), -1);
     EXPECT_EQ(errno, EFAULT);
     // The same data again, this time by splice into a pipe.
     int p[2];
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
     Fd pr(p[0]), pw(p[1]);
-    loff_t off = USERBLK_SPLICE_OFF(d.tag, 0);
+    loff_t off = USERBLK_SPLICE_OFF(d.tag, d.gen, 0);
     ASSERT_EQ(::splice(data_.get(), &off, p[1], nullptr, kBlock, 0), (ssize_t)kBlock);
     std::vector<char> got(kBlock);
     ASSERT_EQ(::read(p[0], got.data(), kBlock), (ssize_t)kBlock);
@@ -686,26 +686,26 @@ TEST_F(SpliceDataTest, TheDataFdRefusesWhatNoRequestAllows) {
     Fd reg(::mkstemp(tmpl));
     ASSERT_GE(reg.get(), 0);
     ::unlink(tmpl);
-    off = USERBLK_SPLICE_OFF(d.tag, 0);
+    off = USERBLK_SPLICE_OFF(d.tag, d.gen, 0);
     EXPECT_EQ(::copy_file_range(data_.get(), &off, reg.get(), nullptr, kBlock, 0), -1);
     EXPECT_EQ(errno, EINVAL) << "copy_file_range from the data fd";
     ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
     EXPECT_EQ(wio.get(), (ssize_t)kBlock);
-    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, 0)), -1);
     EXPECT_EQ(errno, ENOENT) << "after the completion";
 
     auto rio = io_async(path_, false, 0, dst.data);
     d = next_request();
-    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(::pread(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, 0)), -1);
     EXPECT_EQ(errno, EINVAL) << "reading a READ's data";
-    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, 512)), -1);
+    EXPECT_EQ(::pwrite(data_.get(), b, sizeof(b), USERBLK_SPLICE_OFF(d.tag, d.gen, 512)), -1);
     EXPECT_EQ(errno, EINVAL) << "out of order";
     std::vector<char> big(kBlock + 512);
-    EXPECT_EQ(::pwrite(data_.get(), big.data(), big.size(), USERBLK_SPLICE_OFF(d.tag, 0)), -1);
+    EXPECT_EQ(::pwrite(data_.get(), big.data(), big.size(), USERBLK_SPLICE_OFF(d.tag, d.gen, 0)), -1);
     EXPECT_EQ(errno, EINVAL) << "past the end";
     auto r = pattern(kBlock, 5);
     ASSERT_EQ(::write(p[1], r.data(), kBlock), (ssize_t)kBlock);
-    off = USERBLK_SPLICE_OFF(d.tag, 0);
+    off = USERBLK_SPLICE_OFF(d.tag, d.gen, 0);
     ASSERT_EQ(::splice(p[0], nullptr, data_.get(), &off, kBlock, 0), (ssize_t)kBlock);
     ASSERT_EQ(complete(d, 0), (ssize_t)sizeof(userblk_io_cpl));
     ASSERT_EQ(rio.get(), (ssize_t)kBlock);
@@ -727,11 +727,10 @@ protected:
         q_ = Fd(open_queue(cfg_.dev_id, 0));
         ASSERT_GE(q_.get(), 0);
         ASSERT_EQ(xioctl(q_.get(), USERBLK_IOC_RING_LAYOUT, &l_), 0);
-        void* p = ::mmap(nullptr, l_.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, q_.get(), 0);
-        ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
-        area_ = static_cast<char*>(p);
-        sq_head_ = idx()->sq_head;
-        cq_tail_ = idx()->cq_tail;
+        area_ = map_area(q_.get(), l_);
+        ASSERT_NE(area_, nullptr) << std::strerror(errno);
+        sq_head_ = didx()->sq_head;
+        cq_tail_ = didx()->cq_tail;
         ASSERT_EQ(xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id), 0);
         path_ = std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(cfg_.dev_id);
         ASSERT_TRUE(wait_for_path(path_)) << path_ << " did not appear";
@@ -748,14 +747,34 @@ protected:
         area_ = nullptr;
     }
 
-    userblk_ring_indices* idx() {
-        return reinterpret_cast<userblk_ring_indices*>(area_ + l_.indices_off);
+    // The area as the uapi says to map it: [0, rw_off) read-only, the rest read-write, side by
+    // side so that every offset is from one base. nullptr (errno set) if a part fails.
+    static char* map_area(int fd, const userblk_ring_layout& l) {
+        void* base = ::mmap(nullptr, l.map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            return nullptr;
+        char* b = static_cast<char*>(base);
+        if (::mmap(b, l.rw_off, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+            ::mmap(b + l.rw_off, l.map_size - l.rw_off, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_FIXED, fd, (off_t)l.rw_off) == MAP_FAILED) {
+            int err = errno;
+            ::munmap(base, l.map_size);
+            errno = err;
+            return nullptr;
+        }
+        return b;
+    }
+    userblk_ring_kernel_indices* kidx() {
+        return reinterpret_cast<userblk_ring_kernel_indices*>(area_ + l_.kernel_off);
+    }
+    userblk_ring_daemon_indices* didx() {
+        return reinterpret_cast<userblk_ring_daemon_indices*>(area_ + l_.daemon_off);
     }
     static uint32_t load(uint32_t& v) { return std::atomic_ref(v).load(std::memory_order_acquire); }
     static void store(uint32_t& v, uint32_t x) {
         std::atomic_ref(v).store(x, std::memory_order_release);
     }
-    uint64_t rejected() { return std::atomic_ref(idx()->rejected).load(std::memory_order_relaxed); }
+    uint64_t rejected() { return std::atomic_ref(kidx()->rejected).load(std::memory_order_relaxed); }
     char* buf(uint16_t tag) { return area_ + l_.buf_off + (size_t)tag * l_.buf_size; }
 
     long enter(unsigned long flags) { return xioctl(q_.get(), USERBLK_IOC_RING_ENTER, flags); }
@@ -765,10 +784,10 @@ protected:
         pollfd p{q_.get(), POLLIN, 0};
         EXPECT_EQ(::poll(&p, 1, 10000), 1) << "no request within 10 s";
         userblk_io_desc d{};
-        EXPECT_NE(load(idx()->sq_tail), sq_head_) << "POLLIN with an empty submission ring";
+        EXPECT_NE(load(kidx()->sq_tail), sq_head_) << "POLLIN with an empty submission ring";
         auto* sq = reinterpret_cast<userblk_io_desc*>(area_ + l_.sq_off);
         std::memcpy(&d, &sq[sq_head_ & (l_.sq_entries - 1)], sizeof(d));
-        store(idx()->sq_head, ++sq_head_);
+        store(didx()->sq_head, ++sq_head_);
         return d;
     }
 
@@ -776,7 +795,7 @@ protected:
     long post(const userblk_io_cpl& c) {
         auto* cq = reinterpret_cast<userblk_io_cpl*>(area_ + l_.cq_off);
         std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &c, sizeof(c));
-        store(idx()->cq_tail, ++cq_tail_);
+        store(didx()->cq_tail, ++cq_tail_);
         return enter(0);
     }
 
@@ -807,28 +826,40 @@ TEST_F(RingQueueTest, LayoutIsTheDocumentedOneAndMmapTakesItExactly) {
     EXPECT_EQ(l_.buf_size, align(cfg_.max_io_bytes, page));
     EXPECT_EQ(l_.buf_off % page, 0u);
     // The formula `userblk --dump-transport ring` prints as queue_memory.
-    EXPECT_EQ(l_.map_size,
-              align(align(sizeof(userblk_ring_indices) + e * sizeof(userblk_io_desc), 64) +
-                        e * sizeof(userblk_io_cpl),
-                    page) +
-                  cfg_.queue_depth * align(cfg_.max_io_bytes, page));
+    EXPECT_EQ(l_.rw_off, align(192 + e * sizeof(userblk_io_desc), page));
+    EXPECT_EQ(l_.map_size, l_.rw_off + align(128 + e * sizeof(userblk_io_cpl), page) +
+                               cfg_.queue_depth * align(cfg_.max_io_bytes, page));
+    EXPECT_EQ(l_.kernel_off, 0u);
+    EXPECT_EQ(l_.sq_off, 192u);
+    EXPECT_EQ(l_.daemon_off, l_.rw_off);
+    EXPECT_EQ(l_.cq_off, l_.rw_off + 128);
     EXPECT_EQ(l_.reserved[0] | l_.reserved[1], 0u);
 
+    const uint64_t rw_len = l_.map_size - l_.rw_off;
+    const off_t rw = (off_t)l_.rw_off;
     struct Case {
         const char* what;
         uint64_t len;
         off_t off;
+        int prot;
+        int flags;
+        int err;
     } cases[] = {
-        {"a page short", l_.map_size - page, 0},
-        {"a page more", l_.map_size + page, 0},
-        {"one page", page, 0},
-        {"at offset one page", l_.map_size, (off_t)page},
-        {"at offset one page, a page short", l_.map_size - page, (off_t)page},
+        {"the whole area at once", l_.map_size, 0, PROT_READ, MAP_SHARED, EINVAL},
+        {"the read-only part, a page more", l_.rw_off + page, 0, PROT_READ, MAP_SHARED, EINVAL},
+        {"the writable part, a page short", rw_len - page, rw, PROT_READ, MAP_SHARED, EINVAL},
+        {"the writable part at another offset", rw_len, rw + (off_t)page, PROT_READ, MAP_SHARED,
+         EINVAL},
+        {"the read-only part writable", l_.rw_off, 0, PROT_READ | PROT_WRITE, MAP_SHARED, EPERM},
+        {"the read-only part executable", l_.rw_off, 0, PROT_READ | PROT_EXEC, MAP_SHARED, EPERM},
+        {"the writable part executable", rw_len, rw, PROT_READ | PROT_WRITE | PROT_EXEC,
+         MAP_SHARED, EPERM},
+        {"the writable part private", rw_len, rw, PROT_READ | PROT_WRITE, MAP_PRIVATE, EPERM},
     };
     for (const auto& c : cases) {
-        void* p = ::mmap(nullptr, c.len, PROT_READ | PROT_WRITE, MAP_SHARED, q_.get(), c.off);
+        void* p = ::mmap(nullptr, c.len, c.prot, c.flags, q_.get(), c.off);
         EXPECT_EQ(p, MAP_FAILED) << c.what;
-        EXPECT_EQ(errno, EINVAL) << c.what;
+        EXPECT_EQ(errno, c.err) << c.what;
         if (p != MAP_FAILED)
             ::munmap(p, c.len);
     }
@@ -946,34 +977,34 @@ TEST_F(RingQueueTest, ACompletionTailFarAheadIsRefusedUntilItIsSane) {
     std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &good, sizeof(good));
     for (uint32_t lie : {cq_tail_ + l_.cq_entries + 1, cq_tail_ + 0x80000000u, cq_tail_ - 1}) {
         uint64_t before = rejected();
-        store(idx()->cq_tail, lie);
+        store(didx()->cq_tail, lie);
         EXPECT_EQ(enter(0), -EINVAL) << lie;
         EXPECT_EQ(enter(USERBLK_RING_ENTER_WAIT), -EINVAL) << lie << ": WAIT must not sleep";
         EXPECT_EQ(rejected(), before + 2) << lie;
-        EXPECT_EQ(load(idx()->cq_head), cq_tail_) << "nothing was taken";
+        EXPECT_EQ(load(kidx()->cq_head), cq_tail_) << "nothing was taken";
     }
     EXPECT_EQ(io.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
-    store(idx()->cq_tail, cq_tail_); // back to sane: the answer is published properly
+    store(didx()->cq_tail, cq_tail_); // back to sane: the answer is published properly
     ASSERT_EQ(post(good), 0);
     ASSERT_EQ(io.get(), (ssize_t)kBlock);
     EXPECT_EQ(dst.data[0], 0x42);
 }
 
 TEST_F(RingQueueTest, ALyingSubmissionHeadFailsNewRequestsWithEio) {
-    uint32_t tail = load(idx()->sq_tail);
+    uint32_t tail = load(kidx()->sq_tail);
     uint64_t before = rejected();
-    store(idx()->sq_head, tail + 5); // beyond anything the kernel published
+    store(didx()->sq_head, tail + 5); // beyond anything the kernel published
     AlignedBlock dst;
     auto io = io_async(path_, false, 0, dst.data);
     ASSERT_EQ(io.wait_for(std::chrono::seconds(5)), std::future_status::ready)
         << "a request hangs behind a lying submission head";
     EXPECT_EQ(io.get(), -EIO);
     EXPECT_GT(rejected(), before);
-    EXPECT_EQ(load(idx()->sq_tail), tail) << "nothing was published";
+    EXPECT_EQ(load(kidx()->sq_tail), tail) << "nothing was published";
     pollfd p{q_.get(), POLLIN, 0};
     EXPECT_EQ(::poll(&p, 1, 0), 0) << "a lying head makes nothing pending";
 
-    store(idx()->sq_head, sq_head_); // the truth again: the device serves as before
+    store(didx()->sq_head, sq_head_); // the truth again: the device serves as before
     auto again = io_async(path_, false, 0, dst.data);
     userblk_io_desc d = next_request();
     std::memset(buf(d.tag), 0x17, kBlock);

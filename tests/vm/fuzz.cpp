@@ -381,6 +381,8 @@ struct Queue {
     std::vector<std::pair<Fd, Fd>> pipes;
     // splice
     std::vector<Fd> data_fds;
+    std::vector<uint32_t> gens; // by tag: the gen of the last request handed out on it
+    uint32_t gen_of(uint64_t tag) const { return tag < gens.size() ? gens[tag] : 0; }
 };
 
 struct Device {
@@ -804,18 +806,28 @@ private:
                  static_cast<unsigned long long>(l.map_size));
             if (r != 0 || !l.map_size || l.map_size > (512ull << 20))
                 return;
-            void* p = ::mmap(nullptr, l.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd.fd, 0);
-            note("mmap ring dev %u q %u len %llu -> %s", q->dev_id, q->id,
-                 static_cast<unsigned long long>(l.map_size),
-                 p == MAP_FAILED ? std::strerror(errno) : "ok");
+            if (l.rw_off == 0 || l.rw_off >= l.map_size)
+                return;
+            // The two parts side by side: read-only, then read-write (the uapi's way).
+            void* p = ::mmap(nullptr, l.map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (p == MAP_FAILED)
                 return;
-            q->ring = Mapping(p, l.map_size);
+            Mapping area(p, l.map_size);
+            char* b = static_cast<char*>(p);
+            bool ok = ::mmap(b, l.rw_off, PROT_READ, MAP_SHARED | MAP_FIXED, q->fd.fd, 0) !=
+                          MAP_FAILED &&
+                      ::mmap(b + l.rw_off, l.map_size - l.rw_off, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_FIXED, q->fd.fd,
+                             static_cast<off_t>(l.rw_off)) != MAP_FAILED;
+            note("mmap ring dev %u q %u len %llu -> %s", q->dev_id, q->id,
+                 static_cast<unsigned long long>(l.map_size), ok ? "ok" : std::strerror(errno));
+            if (!ok)
+                return;
+            q->ring = std::move(area);
             q->layout = l;
-            auto* idx =
-                reinterpret_cast<userblk_ring_indices*>(static_cast<char*>(p) + l.indices_off);
-            q->sq_head = __atomic_load_n(&idx->sq_head, __ATOMIC_ACQUIRE);
-            q->cq_tail = __atomic_load_n(&idx->cq_tail, __ATOMIC_ACQUIRE);
+            auto* didx = reinterpret_cast<userblk_ring_daemon_indices*>(b + l.daemon_off);
+            q->sq_head = __atomic_load_n(&didx->sq_head, __ATOMIC_ACQUIRE);
+            q->cq_tail = __atomic_load_n(&didx->cq_tail, __ATOMIC_ACQUIRE);
         } else if (q->cfg.mode == USERBLK_MODE_PIPE) {
             uint32_t depth = std::min<uint32_t>(q->cfg.queue_depth, 64);
             uint32_t from = static_cast<uint32_t>(q->pipes.size());
@@ -1041,6 +1053,11 @@ private:
         std::vector<userblk_io_cpl> out;
         for (size_t i = 0; i < static_cast<size_t>(n) / sizeof(userblk_io_desc); i++) {
             const userblk_io_desc& d = ds[i];
+            if (d.tag < USERBLK_MAX_DEPTH) {
+                if (q.gens.size() <= d.tag)
+                    q.gens.resize(d.tag + 1);
+                q.gens[d.tag] = d.gen;
+            }
             Answer a = how();
             size_t len = std::min<size_t>(d.len, mem_.big_len);
             if (q.cfg.mode == USERBLK_MODE_PIPE) {
@@ -1054,7 +1071,9 @@ private:
                 }
             } else if (!q.data_fds.empty()) {
                 int dfd = q.data_fds[r_.below(q.data_fds.size())].fd;
-                uint64_t off = USERBLK_SPLICE_OFF(d.tag, 0);
+                uint64_t off = USERBLK_SPLICE_OFF(d.tag, d.gen, 0);
+                if (a == Answer::Garbage && r_.chance(30))
+                    off = USERBLK_SPLICE_OFF(d.tag, d.gen - 1, 0); // the tag's last request
                 if (a == Answer::Garbage && r_.chance(50))
                     off += r_.value() % 8192;
                 if (d.op == USERBLK_OP_WRITE)
@@ -1080,10 +1099,11 @@ private:
         }
         char* base = static_cast<char*>(q.ring.addr);
         const userblk_ring_layout& l = q.layout;
-        auto* idx = reinterpret_cast<userblk_ring_indices*>(base + l.indices_off);
+        auto* kidx = reinterpret_cast<userblk_ring_kernel_indices*>(base + l.kernel_off);
+        auto* idx = reinterpret_cast<userblk_ring_daemon_indices*>(base + l.daemon_off);
         auto* sq = reinterpret_cast<userblk_io_desc*>(base + l.sq_off);
         auto* cq = reinterpret_cast<userblk_io_cpl*>(base + l.cq_off);
-        uint32_t tail = __atomic_load_n(&idx->sq_tail, __ATOMIC_ACQUIRE);
+        uint32_t tail = __atomic_load_n(&kidx->sq_tail, __ATOMIC_ACQUIRE);
         unsigned got = 0, answered = 0;
         while (q.sq_head != tail && got < l.sq_entries) {
             userblk_io_desc d = sq[q.sq_head & (l.sq_entries - 1)];
@@ -1116,7 +1136,8 @@ private:
         if (!q || !q->ring.addr)
             return;
         char* base = static_cast<char*>(q->ring.addr);
-        auto* idx = reinterpret_cast<userblk_ring_indices*>(base + q->layout.indices_off);
+        auto* kidx = reinterpret_cast<userblk_ring_kernel_indices*>(base + q->layout.kernel_off);
+        auto* idx = reinterpret_cast<userblk_ring_daemon_indices*>(base + q->layout.daemon_off);
         uint32_t v = static_cast<uint32_t>(r_.value());
         const char* what;
         switch (r_.below(5)) {
@@ -1129,13 +1150,23 @@ private:
             idx->cq_tail = v;
             break;
         case 2:
-            what = "sq_tail";
-            idx->sq_tail = v;
+        case 3: {
+            // The kernel's indices are read-only, and must stay so: no mprotect makes them
+            // writable (the mapping lost VM_MAYWRITE), and a write through them faults.
+            what = "the kernel's indices";
+            if (::mprotect(base, q->layout.rw_off, PROT_READ | PROT_WRITE) == 0) {
+                note("ring dev %u q %u: mprotect made the kernel's indices writable", q->dev_id,
+                     q->id);
+                failed_ = true;
+                ::mprotect(base, q->layout.rw_off, PROT_READ);
+            }
+            if (probe(&kidx->sq_tail, sizeof(uint32_t), true) != SIGSEGV) {
+                note("ring dev %u q %u: a write to the kernel's sq_tail did not fault", q->dev_id,
+                     q->id);
+                failed_ = true;
+            }
             break;
-        case 3:
-            what = "cq_head";
-            idx->cq_head = v;
-            break;
+        }
         default: {
             what = "a completion entry";
             auto* cq = reinterpret_cast<uint32_t*>(base + q->layout.cq_off);
@@ -1146,9 +1177,9 @@ private:
         long r = x_ioctl(q->fd.fd, USERBLK_IOC_RING_ENTER, 0);
         note("ring scribble dev %u q %u: %s = %u, ENTER -> %ld", q->dev_id, q->id, what, v, r);
         if (r_.chance(50)) { // and the truth again
-            q->sq_head = __atomic_load_n(&idx->sq_tail, __ATOMIC_ACQUIRE);
+            q->sq_head = __atomic_load_n(&kidx->sq_tail, __ATOMIC_ACQUIRE);
             idx->sq_head = q->sq_head;
-            q->cq_tail = __atomic_load_n(&idx->cq_head, __ATOMIC_ACQUIRE);
+            q->cq_tail = __atomic_load_n(&kidx->cq_head, __ATOMIC_ACQUIRE);
             idx->cq_tail = q->cq_tail;
         }
     }
@@ -1308,7 +1339,8 @@ private:
         int fd = q->data_fds[r_.below(q->data_fds.size())].fd;
         uint64_t tag = r_.chance(80) ? r_.below(q->cfg.queue_depth + 2) : r_.value();
         uint64_t pos = r_.chance(50) ? r_.below(q->cfg.max_io_bytes + 2) : r_.value();
-        uint64_t off = r_.chance(85) ? USERBLK_SPLICE_OFF(tag, pos) : r_.value();
+        uint64_t gen = r_.chance(70) ? q->gen_of(tag) - r_.below(2) : r_.value();
+        uint64_t off = r_.chance(85) ? USERBLK_SPLICE_OFF(tag, gen, pos) : r_.value();
         auto [p, what] =
             r_.chance(70) ? std::pair<void*, const char*>{mem_.big, "good"} : mem_.pointer(r_);
         size_t len = r_.chance(70) ? r_.below(q->cfg.max_io_bytes + 4096) : mem_.length(r_);
@@ -1329,9 +1361,10 @@ private:
             ::fcntl(wr.fd, F_SETPIPE_SZ, 1 << 20);
         int fd = r_.chance(90) ? any_queue_or_data_fd() : any_fd();
         Queue* q = any_queue();
+        uint64_t tag = q ? r_.below(q->cfg.queue_depth + 1) : 0;
         uint64_t off =
             q && r_.chance(70)
-                ? USERBLK_SPLICE_OFF(r_.below(q->cfg.queue_depth + 1),
+                ? USERBLK_SPLICE_OFF(tag, q->gen_of(tag),
                                      r_.chance(70) ? 0 : r_.below(q->cfg.max_io_bytes + 2))
                 : r_.value();
         loff_t o = static_cast<loff_t>(off);

@@ -90,15 +90,17 @@ public:
         return r == -EOPNOTSUPP ? Backend::discard(q, off, len) : r;
     }
 
-    int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept override {
+    int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len,
+                     std::uint32_t flags = 0) noexcept override {
         if (!range_ok(off, len, size_)) {
             return -EINVAL;
         }
         int r = fallocate_range(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len, zero_ok_);
-        if (r == -EOPNOTSUPP) {
+        // A hole reads as zeros too, but NOUNMAP asks to keep the blocks: then write them.
+        if (r == -EOPNOTSUPP && (flags & USERBLK_IO_F_NOUNMAP) == 0) {
             r = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len, punch_ok_);
         }
-        return r == -EOPNOTSUPP ? Backend::write_zeroes(q, off, len) : r;
+        return r == -EOPNOTSUPP ? Backend::write_zeroes(q, off, len, flags) : r;
     }
 
     int read_to_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off,

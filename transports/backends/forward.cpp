@@ -200,7 +200,8 @@ public:
         return chunked(q, *c, nbd::kCmdTrim, off, len);
     }
 
-    int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept override {
+    int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len,
+                     std::uint32_t flags = 0) noexcept override {
         ForwardQueue* c = conn(q);
         if (c == nullptr) {
             return -EIO;
@@ -209,9 +210,11 @@ public:
             return -EINVAL;
         }
         if ((c->flags() & nbd::kFlagSendWriteZeroes) == 0) {
-            return Backend::write_zeroes(q, off, len);
+            return Backend::write_zeroes(q, off, len, flags);
         }
-        return chunked(q, *c, nbd::kCmdWriteZeroes, off, len);
+        // NBD's NO_HOLE is the block layer's NOUNMAP.
+        return chunked(q, *c, nbd::kCmdWriteZeroes, off, len,
+                       (flags & USERBLK_IO_F_NOUNMAP) != 0 ? nbd::kCmdFlagNoHole : 0);
     }
 
     int read_to_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off,
@@ -389,18 +392,19 @@ private:
 
     /// A request without data in either direction (FLUSH, TRIM, WRITE_ZEROES).
     static int simple_command(BackendQueue& q, ForwardQueue& c, std::uint16_t type,
-                              std::uint64_t off, std::uint64_t len) noexcept {
-        if (int r = send_header(q, c, type, 0, off, len, 0); r < 0) {
+                              std::uint64_t off, std::uint64_t len,
+                              std::uint16_t cmd_flags = 0) noexcept {
+        if (int r = send_header(q, c, type, cmd_flags, off, len, 0); r < 0) {
             return r;
         }
         return recv_reply(q, c);
     }
 
     static int chunked(BackendQueue& q, ForwardQueue& c, std::uint16_t type, std::uint64_t off,
-                       std::uint64_t len) noexcept {
+                       std::uint64_t len, std::uint16_t cmd_flags = 0) noexcept {
         while (len > 0) {
             std::uint64_t chunk = std::min(len, kZeroChunk);
-            if (int r = simple_command(q, c, type, off, chunk); r < 0) {
+            if (int r = simple_command(q, c, type, off, chunk, cmd_flags); r < 0) {
                 return r;
             }
             off += chunk;

@@ -35,7 +35,8 @@ public:
         return range_ok(off, len, size_) ? 0 : -EINVAL;
     }
 
-    int write_zeroes(BackendQueue& /*q*/, std::uint64_t off, std::uint64_t len) noexcept override {
+    int write_zeroes(BackendQueue& /*q*/, std::uint64_t off, std::uint64_t len,
+                     std::uint32_t /*flags*/ = 0) noexcept override {
         return range_ok(off, len, size_) ? 0 : -EINVAL;
     }
 

@@ -66,7 +66,8 @@ public:
         return zero_range(off, len);
     }
 
-    int write_zeroes(BackendQueue& /*q*/, std::uint64_t off, std::uint64_t len) noexcept override {
+    int write_zeroes(BackendQueue& /*q*/, std::uint64_t off, std::uint64_t len,
+                     std::uint32_t /*flags*/ = 0) noexcept override {
         return zero_range(off, len);
     }
 

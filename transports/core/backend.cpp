@@ -33,7 +33,8 @@ int Backend::discard(BackendQueue& /*q*/, std::uint64_t /*off*/, std::uint64_t /
     return -EOPNOTSUPP;
 }
 
-int Backend::write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept {
+int Backend::write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len,
+                          std::uint32_t /*flags*/) noexcept {
     static const std::array<std::byte, std::size_t{64} * 1024> kZeros{};
     while (len > 0) {
         std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, kZeros.size()));

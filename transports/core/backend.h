@@ -83,8 +83,10 @@ public:
     virtual int flush(BackendQueue& q) noexcept;
     /// Drops a range; its content is undefined until rewritten. Optional: default -EOPNOTSUPP.
     virtual int discard(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept;
-    /// Makes a range read as zeros. Optional: default write()s zero blocks.
-    virtual int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len) noexcept;
+    /// Makes a range read as zeros; flags USERBLK_IO_F_NOUNMAP: keep its blocks allocated (no
+    /// hole). Optional: default write()s zero blocks, which keeps them.
+    virtual int write_zeroes(BackendQueue& q, std::uint64_t off, std::uint64_t len,
+                             std::uint32_t flags = 0) noexcept;
     /// Writes the len bytes at off into pipe_fd. Optional: default is the shared adapter, which
     /// copies through q.buffer() and counts the bytes (adapter_read_to_pipe).
     virtual int read_to_pipe(BackendQueue& q, int pipe_fd, std::uint64_t off,

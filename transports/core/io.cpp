@@ -30,7 +30,7 @@ int run_other(Backend& backend, BackendQueue& q, const userblk_io_desc& desc) no
     case USERBLK_OP_DISCARD:
         return backend.discard(q, desc.offset, desc.len);
     case USERBLK_OP_WRITE_ZEROES:
-        return backend.write_zeroes(q, desc.offset, desc.len);
+        return backend.write_zeroes(q, desc.offset, desc.len, desc.flags);
     default:
         return -EOPNOTSUPP;
     }

@@ -28,7 +28,8 @@ std::string explain_common(int err) {
         return "userblk.ko does not know this ioctl: the module and this program differ in version";
     }
     if (err == EPERM || err == EACCES) {
-        return "run as root (CAP_SYS_ADMIN)";
+        return "run as root (CAP_SYS_ADMIN); a device belongs to the process that added it "
+               "(`userblk del ID` acts on anyone's)";
     }
     return {};
 }
@@ -83,16 +84,24 @@ Status ControlDevice::start_dev(std::uint32_t id) const {
     return {};
 }
 
-Status ControlDevice::stop_dev(std::uint32_t id) const {
-    if (::ioctl(fd_.get(), USERBLK_IOC_STOP_DEV, static_cast<unsigned long>(id)) < 0) {
+namespace {
+
+unsigned long control_arg(std::uint32_t id, bool force) {
+    return static_cast<unsigned long>(id) | (force ? USERBLK_CTL_FORCE : 0UL);
+}
+
+} // namespace
+
+Status ControlDevice::stop_dev(std::uint32_t id, bool force) const {
+    if (::ioctl(fd_.get(), USERBLK_IOC_STOP_DEV, control_arg(id, force)) < 0) {
         int err = errno;
         return ioctl_failed(err, "STOP_DEV of " + device_name(id), explain_device(err, id));
     }
     return {};
 }
 
-Status ControlDevice::del_dev(std::uint32_t id) const {
-    if (::ioctl(fd_.get(), USERBLK_IOC_DEL_DEV, static_cast<unsigned long>(id)) < 0) {
+Status ControlDevice::del_dev(std::uint32_t id, bool force) const {
+    if (::ioctl(fd_.get(), USERBLK_IOC_DEL_DEV, control_arg(id, force)) < 0) {
         int err = errno;
         std::string why = explain_device(err, id);
         if (err == EBUSY) {

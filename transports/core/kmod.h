@@ -30,8 +30,10 @@ public:
     /// ADD_DEV; on success cfg.dev_id holds the new id.
     Status add_dev(userblk_dev_config& cfg) const;
     Status start_dev(std::uint32_t id) const;
-    Status stop_dev(std::uint32_t id) const;
-    Status del_dev(std::uint32_t id) const;
+    /// STOP_DEV and DEL_DEV. A device belongs to the process that added it; force
+    /// (USERBLK_CTL_FORCE) acts on another process's device, as `userblk del` does.
+    Status stop_dev(std::uint32_t id, bool force = false) const;
+    Status del_dev(std::uint32_t id, bool force = false) const;
     /// GET_INFO; a missing device fails with ENODEV.
     [[nodiscard]] Result<userblk_dev_config> get_info(std::uint32_t id) const;
     /// OPEN_QUEUE: a new close-on-exec fd bound to queue of device id.

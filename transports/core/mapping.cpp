@@ -42,6 +42,29 @@ Result<Mapping> Mapping::shared(int fd, std::size_t len, off_t offset, int prot,
     return Mapping(addr, len);
 }
 
+Result<Mapping> Mapping::shared_split(int fd, std::size_t ro_len, std::size_t len,
+                                      std::string_view what) {
+    if (ro_len == 0 || ro_len >= len) {
+        return Status::from_errno(EINVAL, std::string(what) + ": mmap failed",
+                                  "the read-only part is empty or the whole area");
+    }
+    // Reserve the whole range first, so the two parts land side by side; then map over it.
+    void* base = ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        return map_failed(what, len, errno);
+    }
+    Mapping whole(base, len); // unmaps both parts, or what is left of the reservation
+    auto* rw = static_cast<std::byte*>(base) + ro_len;
+    if (::mmap(base, ro_len, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        return map_failed(std::string(what) + " (read-only part)", ro_len, errno);
+    }
+    if (::mmap(rw, len - ro_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+               static_cast<off_t>(ro_len)) == MAP_FAILED) {
+        return map_failed(std::string(what) + " (writable part)", len - ro_len, errno);
+    }
+    return whole;
+}
+
 Mapping::Mapping(Mapping&& other) noexcept
     : addr_(std::exchange(other.addr_, nullptr)), len_(std::exchange(other.len_, 0)) {}
 

@@ -25,6 +25,12 @@ public:
     static Result<Mapping> shared(int fd, std::size_t len, off_t offset, int prot,
                                   std::string_view what);
 
+    /// A shared mapping of the first len bytes of fd in two parts side by side: [0, ro_len)
+    /// read-only and [ro_len, len) read-write (a ring queue's area, which the kernel lets the
+    /// daemon write only where the daemon must). ro_len is a multiple of the page size.
+    static Result<Mapping> shared_split(int fd, std::size_t ro_len, std::size_t len,
+                                        std::string_view what);
+
     Mapping(const Mapping&) = delete;
     Mapping& operator=(const Mapping&) = delete;
     Mapping(Mapping&& other) noexcept;

@@ -182,7 +182,8 @@ void wake_ring(benchmark::State& state, bool busy) {
         state.SkipWithError(("ring layout: " + area.problem()).c_str());
         return;
     }
-    userblk_ring_indices& idx = area.indices();
+    userblk_ring_kernel_indices& kidx = area.kernel_indices();
+    userblk_ring_daemon_indices& didx = area.daemon_indices();
     ring::SharedRing daemon = area.daemon();
     std::atomic<bool> stop{false};
     std::atomic<bool> failed{false};
@@ -194,7 +195,7 @@ void wake_ring(benchmark::State& state, bool busy) {
                 if (busy) {
                     cpu_relax();
                 } else {
-                    futex_wait(&idx.sq_tail, head);
+                    futex_wait(&kidx.sq_tail, head);
                 }
                 continue;
             }
@@ -203,7 +204,7 @@ void wake_ring(benchmark::State& state, bool busy) {
                 return;
             }
             if (!busy) {
-                futex_wake(&idx.cq_tail);
+                futex_wake(&didx.cq_tail);
             }
         }
     });
@@ -213,7 +214,7 @@ void wake_ring(benchmark::State& state, bool busy) {
     for (auto _ : state) {
         area.kernel_publish(d);
         if (!busy) {
-            futex_wake(&idx.sq_tail);
+            futex_wake(&kidx.sq_tail);
         }
         const std::uint32_t head = area.kernel_cq_head();
         std::uint32_t tail;
@@ -221,7 +222,7 @@ void wake_ring(benchmark::State& state, bool busy) {
             if (busy) {
                 cpu_relax();
             } else {
-                futex_wait(&idx.cq_tail, head);
+                futex_wait(&didx.cq_tail, head);
             }
         }
         if (tail == head) {
@@ -233,7 +234,7 @@ void wake_ring(benchmark::State& state, bool busy) {
     // A last request moves sq_tail, so a daemon about to sleep on it cannot miss the stop.
     stop.store(true);
     area.kernel_publish(d);
-    futex_wake(&idx.sq_tail);
+    futex_wake(&kidx.sq_tail);
     partner.join();
     if (failed.load()) {
         state.SkipWithError("ring: the daemon found the submission tail out of range");

@@ -20,21 +20,8 @@ class FakeRingArea {
 public:
     /// depth requests of up to max_io_bytes bytes; problem() is non-empty if the area is unusable.
     FakeRingArea(std::uint32_t depth, std::uint32_t max_io_bytes) {
-        const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-        auto up = [](std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; };
-        std::uint32_t entries = 1;
-        while (entries < depth) {
-            entries <<= 1;
-        }
-        l_.sq_entries = entries;
-        l_.cq_entries = entries;
-        l_.indices_off = 0;
-        l_.sq_off = up(sizeof(userblk_ring_indices), 64);
-        l_.cq_off = up(l_.sq_off + std::uint64_t{entries} * sizeof(userblk_io_desc), 64);
-        l_.buf_off = up(l_.cq_off + std::uint64_t{entries} * sizeof(userblk_io_cpl), page);
-        l_.buf_size = static_cast<std::uint32_t>(up(max_io_bytes, page));
-        l_.nr_bufs = depth;
-        l_.map_size = l_.buf_off + std::uint64_t{depth} * l_.buf_size;
+        const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        l_ = ring::expected_layout(depth, max_io_bytes, page);
         area_ = touched_buffer(static_cast<std::size_t>(l_.map_size));
         if (area_.size() < l_.map_size) {
             problem_ = "cannot map the ring area";
@@ -47,8 +34,11 @@ public:
     [[nodiscard]] const std::string& problem() const noexcept { return problem_; }
     [[nodiscard]] ring::SharedRing daemon() const noexcept { return {area_.data(), l_}; }
     [[nodiscard]] const userblk_ring_layout& layout() const noexcept { return l_; }
-    [[nodiscard]] userblk_ring_indices& indices() const noexcept {
-        return *reinterpret_cast<userblk_ring_indices*>(area_.data() + l_.indices_off);
+    [[nodiscard]] userblk_ring_kernel_indices& kernel_indices() const noexcept {
+        return *reinterpret_cast<userblk_ring_kernel_indices*>(area_.data() + l_.kernel_off);
+    }
+    [[nodiscard]] userblk_ring_daemon_indices& daemon_indices() const noexcept {
+        return *reinterpret_cast<userblk_ring_daemon_indices*>(area_.data() + l_.daemon_off);
     }
 
     // The kernel's half, as ring.c does it: entries first, then the index with a release store.
@@ -58,7 +48,7 @@ public:
         std::memcpy(area_.data() + l_.sq_off +
                         std::size_t{ring::slot(sq_tail_, l_.sq_entries)} * sizeof(d),
                     &d, sizeof(d));
-        std::atomic_ref(indices().sq_tail).store(++sq_tail_, std::memory_order_release);
+        std::atomic_ref(kernel_indices().sq_tail).store(++sq_tail_, std::memory_order_release);
     }
     /// Writes n requests and publishes them with one index store.
     void kernel_publish_batch(const userblk_io_desc& d, std::uint32_t n) noexcept {
@@ -70,11 +60,11 @@ public:
                         &e, sizeof(e));
         }
         sq_tail_ += n;
-        std::atomic_ref(indices().sq_tail).store(sq_tail_, std::memory_order_release);
+        std::atomic_ref(kernel_indices().sq_tail).store(sq_tail_, std::memory_order_release);
     }
     /// The daemon's completion tail as the kernel reads it.
     [[nodiscard]] std::uint32_t kernel_cq_tail() const noexcept {
-        return std::atomic_ref(indices().cq_tail).load(std::memory_order_acquire);
+        return std::atomic_ref(daemon_indices().cq_tail).load(std::memory_order_acquire);
     }
     /// Takes the completions up to tail; returns the sum of their results (to be used).
     std::int64_t kernel_take(std::uint32_t tail) noexcept {
@@ -87,7 +77,7 @@ public:
                         sizeof(c));
             sum += c.result;
         }
-        std::atomic_ref(indices().cq_head).store(cq_head_, std::memory_order_release);
+        std::atomic_ref(kernel_indices().cq_head).store(cq_head_, std::memory_order_release);
         return sum;
     }
     [[nodiscard]] std::uint32_t kernel_cq_head() const noexcept { return cq_head_; }

@@ -574,6 +574,9 @@ int ServerConnection::serve_one(const Request& req, bool* disconnect) noexcept {
         if (!range_ok(req.offset, req.length, cfg_.size)) {
             return refuse(trim ? kEinval : kEnospc, false);
         }
+        if (!trim && (req.flags & kCmdFlagNoHole) != 0) {
+            desc.flags |= USERBLK_IO_F_NOUNMAP;
+        }
         int r = execute(backend_, q_, desc, {});
         if (trim && r == -EOPNOTSUPP) {
             r = 0; // a TRIM is a hint the server may ignore

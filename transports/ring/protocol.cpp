@@ -6,9 +6,10 @@
 
 namespace userblk::ring {
 
-static_assert(alignof(userblk_ring_indices) >=
-              std::atomic_ref<decltype(userblk_ring_indices::rejected)>::required_alignment);
-static_assert(sizeof(userblk_ring_indices) == 320, "the uapi's four cache lines and rejected");
+static_assert(alignof(userblk_ring_kernel_indices) >=
+              std::atomic_ref<decltype(userblk_ring_kernel_indices::rejected)>::required_alignment);
+static_assert(sizeof(userblk_ring_kernel_indices) == 192, "the uapi's three cache lines");
+static_assert(sizeof(userblk_ring_daemon_indices) == 128, "the uapi's two cache lines");
 
 namespace {
 
@@ -16,14 +17,34 @@ std::string n(std::uint64_t v) {
     return std::to_string(v);
 }
 
-/// One region of the area: [off, off + len).
+/// One region of the area: [off, off + len), in the read-only part or the writable one.
 struct Region {
     const char* name;
     std::uint64_t off;
     std::uint64_t len;
+    bool writable;
 };
 
 } // namespace
+
+userblk_ring_layout expected_layout(std::uint32_t queue_depth, std::uint32_t max_io_bytes,
+                                    std::size_t page_size) {
+    const std::uint64_t page = page_size;
+    auto up = [](std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; };
+    userblk_ring_layout l{};
+    l.sq_entries = std::bit_ceil(queue_depth);
+    l.cq_entries = l.sq_entries;
+    l.kernel_off = 0;
+    l.sq_off = up(sizeof(userblk_ring_kernel_indices), 64);
+    l.rw_off = up(l.sq_off + std::uint64_t{l.sq_entries} * sizeof(userblk_io_desc), page);
+    l.daemon_off = l.rw_off;
+    l.cq_off = l.daemon_off + up(sizeof(userblk_ring_daemon_indices), 64);
+    l.buf_off = up(l.cq_off + std::uint64_t{l.cq_entries} * sizeof(userblk_io_cpl), page);
+    l.buf_size = static_cast<std::uint32_t>(up(max_io_bytes, page));
+    l.nr_bufs = queue_depth;
+    l.map_size = l.buf_off + std::uint64_t{l.nr_bufs} * l.buf_size;
+    return l;
+}
 
 std::string layout_problem(const userblk_ring_layout& l, std::uint32_t queue_depth,
                            std::uint32_t max_io_bytes, std::size_t page_size) {
@@ -48,23 +69,34 @@ std::string layout_problem(const userblk_ring_layout& l, std::uint32_t queue_dep
     if (l.map_size == 0 || l.map_size % page != 0 || l.map_size > SIZE_MAX) {
         return "map_size " + n(l.map_size) + " is not a positive multiple of the page size";
     }
-    if (l.indices_off % alignof(userblk_ring_indices) != 0 ||
+    if (l.rw_off == 0 || l.rw_off >= l.map_size || l.rw_off % page != 0) {
+        return "rw_off " + n(l.rw_off) + " is not a page boundary inside map_size " +
+               n(l.map_size);
+    }
+    if (l.kernel_off % alignof(userblk_ring_kernel_indices) != 0 ||
+        l.daemon_off % alignof(userblk_ring_daemon_indices) != 0 ||
         l.sq_off % alignof(userblk_io_desc) != 0 || l.cq_off % alignof(userblk_io_cpl) != 0 ||
         l.buf_off % page != 0) {
-        return "an offset is misaligned (indices " + n(l.indices_off) + ", sq " + n(l.sq_off) +
-               ", cq " + n(l.cq_off) + ", buffers " + n(l.buf_off) + ")";
+        return "an offset is misaligned (kernel indices " + n(l.kernel_off) + ", daemon indices " +
+               n(l.daemon_off) + ", sq " + n(l.sq_off) + ", cq " + n(l.cq_off) + ", buffers " +
+               n(l.buf_off) + ")";
     }
     // No product overflows: entries < 2^32 times 24, nr_bufs < 2^32 times buf_size < 2^32.
-    std::array<Region, 4> regions = {{
-        {"indices", l.indices_off, sizeof(userblk_ring_indices)},
-        {"submission ring", l.sq_off, std::uint64_t{l.sq_entries} * sizeof(userblk_io_desc)},
-        {"completion ring", l.cq_off, std::uint64_t{l.cq_entries} * sizeof(userblk_io_cpl)},
-        {"buffers", l.buf_off, std::uint64_t{l.nr_bufs} * l.buf_size},
+    std::array<Region, 5> regions = {{
+        {"kernel indices", l.kernel_off, sizeof(userblk_ring_kernel_indices), false},
+        {"submission ring", l.sq_off, std::uint64_t{l.sq_entries} * sizeof(userblk_io_desc),
+         false},
+        {"daemon indices", l.daemon_off, sizeof(userblk_ring_daemon_indices), true},
+        {"completion ring", l.cq_off, std::uint64_t{l.cq_entries} * sizeof(userblk_io_cpl), true},
+        {"buffers", l.buf_off, std::uint64_t{l.nr_bufs} * l.buf_size, true},
     }};
     for (const Region& r : regions) {
-        if (r.len > l.map_size || r.off > l.map_size - r.len) {
+        const std::uint64_t lo = r.writable ? l.rw_off : 0;
+        const std::uint64_t hi = r.writable ? l.map_size : l.rw_off;
+        if (r.off < lo || r.len > hi - lo || r.off - lo > hi - lo - r.len) {
             return std::string(r.name) + ": " + n(r.len) + " bytes at " + n(r.off) +
-                   ", beyond map_size " + n(l.map_size);
+                   ", outside the " + (r.writable ? "writable" : "read-only") + " part [" +
+                   n(lo) + ", " + n(hi) + ")";
         }
     }
     std::sort(regions.begin(), regions.end(),

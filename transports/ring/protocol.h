@@ -35,9 +35,17 @@ constexpr std::uint32_t slot(std::uint32_t index, std::uint32_t entries) noexcep
 
 /// Why a layout returned by USERBLK_IOC_RING_LAYOUT cannot be used for a queue of queue_depth
 /// requests of up to max_io_bytes, e.g. "sq_entries 48 is not a power of two"; empty when every
-/// region is aligned, inside map_size and disjoint from the others, and the buffers fit.
+/// region is aligned, inside its part of the area (the kernel's indices and the submission ring
+/// in the read-only part [0, rw_off), the rest in the writable part [rw_off, map_size)) and
+/// disjoint from the others, and the buffers fit.
 std::string layout_problem(const userblk_ring_layout& l, std::uint32_t queue_depth,
                            std::uint32_t max_io_bytes, std::size_t page_size);
+
+/// The layout kmod/ring.c computes for a queue of queue_depth requests of up to max_io_bytes
+/// (cache lines of 64 bytes): what the fakes of the tests and microbenchmarks lay out. The
+/// daemon never assumes it; it checks what RING_LAYOUT returns with layout_problem().
+userblk_ring_layout expected_layout(std::uint32_t queue_depth, std::uint32_t max_io_bytes,
+                                    std::size_t page_size);
 
 /// The verdict on one request entry read from the submission ring.
 enum class EntryCheck : std::uint8_t {
@@ -54,8 +62,9 @@ EntryCheck check_request(const userblk_io_desc& d, std::uint32_t nr_bufs,
 /// "tag beyond the buffers", ...: for diagnostics.
 const char* entry_check_name(EntryCheck c) noexcept;
 
-static_assert(std::atomic_ref<decltype(userblk_ring_indices::sq_tail)>::is_always_lock_free);
-static_assert(std::atomic_ref<decltype(userblk_ring_indices::rejected)>::is_always_lock_free);
+static_assert(std::atomic_ref<decltype(userblk_ring_kernel_indices::sq_tail)>::is_always_lock_free);
+static_assert(
+    std::atomic_ref<decltype(userblk_ring_kernel_indices::rejected)>::is_always_lock_free);
 
 /// Typed access to a shared area of a layout that passed layout_problem(). The daemon's side:
 /// it loads the kernel's indices (sq_tail, cq_head) with acquire and stores its own (sq_head,
@@ -64,41 +73,43 @@ static_assert(std::atomic_ref<decltype(userblk_ring_indices::rejected)>::is_alwa
 class SharedRing {
 public:
     SharedRing(std::byte* base, const userblk_ring_layout& l) noexcept
-        : idx_(reinterpret_cast<userblk_ring_indices*>(base + l.indices_off)), sq_(base + l.sq_off),
+        : kidx_(reinterpret_cast<userblk_ring_kernel_indices*>(base + l.kernel_off)),
+          didx_(reinterpret_cast<userblk_ring_daemon_indices*>(base + l.daemon_off)),
+          sq_(base + l.sq_off),
           cq_(base + l.cq_off), bufs_(base + l.buf_off), sq_entries_(l.sq_entries),
           cq_entries_(l.cq_entries), nr_bufs_(l.nr_bufs), buf_size_(l.buf_size) {}
 
     /// The kernel's submission tail: the request entries before it are written.
     [[nodiscard]] std::uint32_t sq_tail() const noexcept {
-        return std::atomic_ref(idx_->sq_tail).load(std::memory_order_acquire);
+        return std::atomic_ref(kidx_->sq_tail).load(std::memory_order_acquire);
     }
     /// Publishes our submission head: we are done reading the entries before it.
     void set_sq_head(std::uint32_t v) const noexcept {
-        std::atomic_ref(idx_->sq_head).store(v, std::memory_order_release);
+        std::atomic_ref(didx_->sq_head).store(v, std::memory_order_release);
     }
     /// The kernel's completion head: it is done reading the completion entries before it.
     [[nodiscard]] std::uint32_t cq_head() const noexcept {
-        return std::atomic_ref(idx_->cq_head).load(std::memory_order_acquire);
+        return std::atomic_ref(kidx_->cq_head).load(std::memory_order_acquire);
     }
     /// Publishes our completion tail: the completion entries (and READ data) before it are written.
     void set_cq_tail(std::uint32_t v) const noexcept {
-        std::atomic_ref(idx_->cq_tail).store(v, std::memory_order_release);
+        std::atomic_ref(didx_->cq_tail).store(v, std::memory_order_release);
     }
     /// Our own indices as the area holds them (their starting values).
     [[nodiscard]] std::uint32_t sq_head() const noexcept {
-        return std::atomic_ref(idx_->sq_head).load(std::memory_order_relaxed);
+        return std::atomic_ref(didx_->sq_head).load(std::memory_order_relaxed);
     }
     [[nodiscard]] std::uint32_t cq_tail() const noexcept {
-        return std::atomic_ref(idx_->cq_tail).load(std::memory_order_relaxed);
+        return std::atomic_ref(didx_->cq_tail).load(std::memory_order_relaxed);
     }
     /// Entries and indices the kernel refused so far.
     [[nodiscard]] std::uint64_t rejected() const noexcept {
-        return std::atomic_ref(idx_->rejected).load(std::memory_order_relaxed);
+        return std::atomic_ref(kidx_->rejected).load(std::memory_order_relaxed);
     }
 
-    /// The shared indices themselves, for the scribble fault (core/fault.h), which writes
-    /// garbage into them on purpose. Nothing else may use this.
-    [[nodiscard]] userblk_ring_indices* raw_indices() const noexcept { return idx_; }
+    /// Our shared indices themselves, for the scribble fault (core/fault.h), which writes
+    /// garbage into them on purpose. Nothing else may use this. (The kernel's are read-only.)
+    [[nodiscard]] userblk_ring_daemon_indices* raw_indices() const noexcept { return didx_; }
     /// Writes raw bytes as the completion entry at index (the scribble fault).
     void put_raw_completion(std::uint32_t index, const std::byte* bytes) const noexcept {
         std::memcpy(cq_ + std::size_t{slot(index, cq_entries_)} * sizeof(userblk_io_cpl), bytes,
@@ -126,7 +137,8 @@ public:
     [[nodiscard]] std::uint32_t buf_size() const noexcept { return buf_size_; }
 
 private:
-    userblk_ring_indices* idx_;
+    userblk_ring_kernel_indices* kidx_;
+    userblk_ring_daemon_indices* didx_;
     std::byte* sq_;
     std::byte* cq_;
     std::byte* bufs_;

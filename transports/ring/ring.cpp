@@ -30,9 +30,12 @@ private:
         caps.set("completions", "shared completion ring; published in batches, handed over by "
                                 "ioctl(RING_ENTER)");
         caps.set("layout",
-                 "indices (" + std::to_string(sizeof(userblk_ring_indices)) +
+                 "read-only: kernel indices (" +
+                     std::to_string(sizeof(userblk_ring_kernel_indices)) +
                      " B) | submission ring E x " + std::to_string(sizeof(userblk_io_desc)) +
-                     " B | completion ring E x " + std::to_string(sizeof(userblk_io_cpl)) +
+                     " B || read-write, from the next page: daemon indices (" +
+                     std::to_string(sizeof(userblk_ring_daemon_indices)) +
+                     " B) | completion ring E x " + std::to_string(sizeof(userblk_io_cpl)) +
                      " B | one buffer per tag, page aligned; E = depth rounded up to a "
                      "power of two (USERBLK_IOC_RING_LAYOUT)");
         caps.set("wake_up", "ioctl(RING_ENTER, WAIT): hands over the completions published, "
@@ -49,9 +52,10 @@ private:
         caps.set_number("syscalls_per_batch", 1);
         caps.set("syscalls_per_request_qd1", "1 (RING_ENTER WAIT, which sleeps; with --poll-us "
                                              "RING_ENTER 0, which does not)");
-        caps.set("queue_memory", "map_size = PAGE_ALIGN(ALIGN(320 + E*24, 64) + E*16) + depth * "
-                                 "PAGE_ALIGN(max_io_bytes), shared with the kernel; plus E*24 B "
-                                 "for the daemon's copy of a batch");
+        caps.set("queue_memory", "map_size = PAGE_ALIGN(192 + E*24) + PAGE_ALIGN(128 + E*16) + "
+                                 "depth * PAGE_ALIGN(max_io_bytes), shared with the kernel (the "
+                                 "first part mapped read-only); plus E*24 B for the daemon's "
+                                 "copy of a batch");
         caps.set("faults", format_faults(kRingFaults));
     }
 
@@ -111,8 +115,8 @@ Result<std::unique_ptr<RingQueue>> RingQueue::create(KmodQueue& q, std::uint32_t
     if (!why.empty()) {
         return Status::from_errno(EPROTO, what + ": the kernel's ring layout is unusable", why);
     }
-    auto area = Mapping::shared(q.fd, static_cast<std::size_t>(l.map_size), 0,
-                                PROT_READ | PROT_WRITE, what);
+    auto area = Mapping::shared_split(q.fd, static_cast<std::size_t>(l.rw_off),
+                                      static_cast<std::size_t>(l.map_size), what);
     if (!area.ok()) {
         return area.status();
     }
@@ -377,16 +381,13 @@ StepStatus RingQueue::serve_faulty(const userblk_io_desc& d, EntryCheck check) n
 }
 
 void RingQueue::scribble() noexcept {
-    userblk_ring_indices* idx = ring_.raw_indices();
+    userblk_ring_daemon_indices* idx = ring_.raw_indices();
     const std::uint32_t garbage = static_cast<std::uint32_t>(fault_.next());
     // Out of range for sure: more than a ring away from anything valid.
     const std::uint32_t far = cq_tail_ + ring_.cq_entries() + 1 + (garbage >> 1);
-    auto restore = [](std::uint32_t& field, std::uint32_t bad, std::uint32_t good) {
-        // The kernel may have written its own index meanwhile: keep that.
-        std::atomic_ref(field).compare_exchange_strong(bad, good);
-    };
     ring_.set_cq_tail(cq_tail_);
-    switch (fault_.below(5)) {
+    // The kernel's own indices (sq_tail, cq_head) are mapped read-only: nothing to scribble.
+    switch (fault_.below(3)) {
     case 0: { // our submission head
         std::atomic_ref(idx->sq_head).store(garbage, std::memory_order_release);
         (void)enter(0);
@@ -402,20 +403,6 @@ void RingQueue::scribble() noexcept {
         }
         ring_.set_cq_tail(cq_tail_);
         (void)enter(0);
-        break;
-    }
-    case 2: { // the kernel's submission tail: it must keep its own
-        std::uint32_t saved = ring_.sq_tail();
-        std::atomic_ref(idx->sq_tail).store(garbage, std::memory_order_release);
-        (void)enter(0);
-        restore(idx->sq_tail, garbage, saved);
-        break;
-    }
-    case 3: { // the kernel's completion head: it must keep its own
-        std::uint32_t saved = ring_.cq_head();
-        std::atomic_ref(idx->cq_head).store(garbage, std::memory_order_release);
-        (void)enter(0);
-        restore(idx->cq_head, garbage, saved);
         break;
     }
     default: { // a published completion entry of random bytes (its reserved fields half the

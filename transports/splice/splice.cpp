@@ -44,14 +44,14 @@ private:
         if (res != 0) {
             return res;
         }
-        (void)transfer(true, buf.first(d.len / 2), USERBLK_SPLICE_OFF(d.tag, 0), d.tag);
+        (void)transfer(true, buf.first(d.len / 2), USERBLK_SPLICE_OFF(d.tag, d.gen, 0), d.tag);
         return 0;
     }
 
     /// data fd <-> pipe <-> backend, by splice only.
     int serve_piped(const userblk_io_desc& d) noexcept {
         QueueStats& s = q_.stats;
-        loff_t off = static_cast<loff_t>(USERBLK_SPLICE_OFF(d.tag, 0));
+        loff_t off = static_cast<loff_t>(USERBLK_SPLICE_OFF(d.tag, d.gen, 0));
         std::size_t calls = 0;
         int res;
         if (d.op == USERBLK_OP_WRITE) {
@@ -88,7 +88,7 @@ private:
     /// data fd <-> the daemon's buffer <-> backend (one copy each way, as copy).
     int serve_buffered(const userblk_io_desc& d) noexcept {
         QueueStats& s = q_.stats;
-        const std::uint64_t off = USERBLK_SPLICE_OFF(d.tag, 0);
+        const std::uint64_t off = USERBLK_SPLICE_OFF(d.tag, d.gen, 0);
         std::span<std::byte> buf = q_.backend_queue.buffer().first(d.len);
         if (d.op == USERBLK_OP_WRITE) {
             if (int r = transfer(false, buf, off, d.tag); r != 0) {

@@ -217,6 +217,9 @@ userblk_io_desc to_request(const ublksrv_io_desc& iod, std::uint16_t tag, std::u
     userblk_io_desc d{};
     d.tag = tag;
     d.flags = (iod.op_flags & UBLK_IO_F_FUA) != 0 ? USERBLK_IO_F_FUA : 0;
+    if ((iod.op_flags & UBLK_IO_F_NOUNMAP) != 0) {
+        d.flags |= USERBLK_IO_F_NOUNMAP;
+    }
     d.offset = iod.start_sector * kSector;
     const std::uint64_t len = static_cast<std::uint64_t>(iod.nr_sectors) * kSector;
     d.len = static_cast<std::uint32_t>(len);

@@ -15,14 +15,22 @@
  *   ... serve requests on qfd[] with the device's transport ...
  *   ioctl(fd, USERBLK_IOC_DEL_DEV, cfg.dev_id)
  *
- * Errors of the control ioctls (all need CAP_SYS_ADMIN, else EPERM):
+ * Who may do what. Every control ioctl needs CAP_SYS_ADMIN. A device belongs to
+ * the process (thread group) that added it: only that process may open its
+ * queues, unless it was added with USERBLK_F_ANY_DAEMON; STOP_DEV and DEL_DEV
+ * from any other process must say USERBLK_CTL_FORCE in their argument
+ * (dev_id | USERBLK_CTL_FORCE), as an administrator's tool does; GET_INFO is
+ * anybody's. Else EPERM.
+ *
+ * Errors of the control ioctls:
  *   EINVAL     a field out of range, reserved bits set, unknown features
  *   EOPNOTSUPP a transport mode this module was built without
  *   ENOTTY     an unknown command, or a structure of the wrong size
  *   ENODEV     no device with that id
  *   EEXIST     ADD_DEV: the id asked for is taken
  *   ENOTCONN   START_DEV: not every queue has a daemon (an open queue fd)
- *   EBUSY      START_DEV twice; OPEN_QUEUE of a queue already open
+ *   EBUSY      START_DEV twice, or after a failed START_DEV; OPEN_QUEUE of
+ *              a queue already open
  *   ESHUTDOWN  OPEN_QUEUE of a dead device: delete it and add a new one
  *   E2BIG      ADD_DEV in ring mode: a queue's shared area (rings plus
  *              queue_depth buffers of max_io_bytes) is larger than the
@@ -34,6 +42,10 @@
  * the daemon does not answer within timeout_ms fails with a timeout and
  * kills the device the same way: a daemon that late may still act on
  * requests the kernel gave up on, so nothing it does afterwards is taken.
+ * That holds whatever the daemon does: a request that a system call is
+ * moving the data of fails within its timeout too, since no system call
+ * sleeps while it holds a request (a fault on the daemon's memory is taken
+ * with the request given back, a locked pipe fails the request).
  */
 #ifndef _UAPI_USERBLK_H
 #define _UAPI_USERBLK_H
@@ -41,7 +53,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define USERBLK_ABI_VERSION	1
+#define USERBLK_ABI_VERSION	2
 #define USERBLK_CONTROL_NAME	"userblk-control"
 #define USERBLK_CONTROL_PATH	"/dev/" USERBLK_CONTROL_NAME
 #define USERBLK_DISK_PREFIX	"userblk"	/* /dev/userblk<dev_id> */
@@ -59,8 +71,11 @@ enum userblk_mode {
 #define USERBLK_F_DISCARD	(1ULL << 1) /* pass DISCARD down */
 #define USERBLK_F_WRITE_ZEROES	(1ULL << 2) /* pass WRITE_ZEROES down */
 #define USERBLK_F_READ_ONLY	(1ULL << 3) /* the disk is read-only */
+#define USERBLK_F_FUA		(1ULL << 4) /* pass FUA writes down (needs FLUSH) */
+#define USERBLK_F_ANY_DAEMON	(1ULL << 5) /* any admin process may open the queues */
 #define USERBLK_F_ALL		(USERBLK_F_FLUSH | USERBLK_F_DISCARD | \
-				 USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY)
+				 USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY | \
+				 USERBLK_F_FUA | USERBLK_F_ANY_DAEMON)
 
 /* Limits checked by ADD_DEV. */
 #define USERBLK_MAX_DEVICES	1024
@@ -83,7 +98,9 @@ enum userblk_state {
  * A zero timeout_ms or max_io_bytes selects the module's default; ADD_DEV
  * writes the whole structure back with the values in force. Besides the
  * limits above: logical_block_size <= PAGE_SIZE, max_io_bytes >= PAGE_SIZE,
- * size <= LLONG_MAX.
+ * size <= LLONG_MAX, FUA only with FLUSH. blk-mq serves no more hardware
+ * queues than there are possible CPUs: ADD_DEV lowers nr_queues to that
+ * number, and the daemon opens the queues the reply names.
  */
 struct userblk_dev_config {
 	__u32 abi_version;		/* in: USERBLK_ABI_VERSION */
@@ -92,7 +109,7 @@ struct userblk_dev_config {
 	__u32 logical_block_size;	/* 512..4096, a power of two */
 	__u64 size;			/* bytes, a multiple of logical_block_size */
 	__u64 features;			/* USERBLK_F_* */
-	__u32 nr_queues;		/* 1..USERBLK_MAX_QUEUES */
+	__u32 nr_queues;		/* 1..USERBLK_MAX_QUEUES; out: at most the CPUs */
 	__u32 queue_depth;		/* 1..USERBLK_MAX_DEPTH */
 	__u32 max_io_bytes;		/* multiple of logical_block_size */
 	__u32 timeout_ms;		/* request timeout */
@@ -109,11 +126,14 @@ struct userblk_queue_open {
 	__u64 reserved;			/* must be zero */
 };
 
+/* STOP_DEV, DEL_DEV: a process that did not add the device acts on it anyway. */
+#define USERBLK_CTL_FORCE	(1U << 31)
+
 #define USERBLK_IOC_MAGIC	0xbd
 #define USERBLK_IOC_ADD_DEV	_IOWR(USERBLK_IOC_MAGIC, 0x00, struct userblk_dev_config)
 #define USERBLK_IOC_START_DEV	_IO(USERBLK_IOC_MAGIC, 0x01)	/* arg: dev_id */
-#define USERBLK_IOC_STOP_DEV	_IO(USERBLK_IOC_MAGIC, 0x02)	/* arg: dev_id */
-#define USERBLK_IOC_DEL_DEV	_IO(USERBLK_IOC_MAGIC, 0x03)	/* arg: dev_id */
+#define USERBLK_IOC_STOP_DEV	_IO(USERBLK_IOC_MAGIC, 0x02)	/* arg: dev_id [| FORCE] */
+#define USERBLK_IOC_DEL_DEV	_IO(USERBLK_IOC_MAGIC, 0x03)	/* arg: dev_id [| FORCE] */
 #define USERBLK_IOC_GET_INFO	_IOWR(USERBLK_IOC_MAGIC, 0x04, struct userblk_dev_config)
 #define USERBLK_IOC_OPEN_QUEUE	_IOW(USERBLK_IOC_MAGIC, 0x05, struct userblk_queue_open)
 
@@ -127,13 +147,15 @@ enum userblk_op {
 };
 
 /* Request flags. */
-#define USERBLK_IO_F_FUA	(1U << 0)
+#define USERBLK_IO_F_FUA	(1U << 0)	/* WRITE: durable before the answer */
+#define USERBLK_IO_F_NOUNMAP	(1U << 1)	/* WRITE_ZEROES: keep the blocks allocated */
 
 /*
  * A request handed to the daemon. tag names the request's slot in its
- * queue (0..queue_depth-1); gen changes every time the slot is reused, and
- * a completion must echo both, so a late answer to a timed-out request is
- * rejected instead of completing its successor.
+ * queue (0..queue_depth-1); gen is the tag's own count of hand-outs, so it
+ * changes every time the slot is reused whichever request takes it (with an
+ * I/O scheduler many requests share a tag), and a completion must echo both:
+ * a late or repeated answer is rejected instead of completing a successor.
  */
 struct userblk_io_desc {
 	__u16 tag;
@@ -183,22 +205,30 @@ struct userblk_io_cpl {
 /*
  * The ring transport (USERBLK_MODE_RING).
  *
- * Each queue fd maps one shared area: mmap(NULL, layout.map_size,
- * PROT_READ | PROT_WRITE, MAP_SHARED, qfd, 0), with the offsets of
- * USERBLK_IOC_RING_LAYOUT (an ioctl on the queue fd). It holds
- *   - the indices (struct userblk_ring_indices at indices_off),
- *   - the submission ring: sq_entries struct userblk_io_desc at sq_off,
- *     produced by the kernel (sq_tail) and consumed by the daemon (sq_head),
- *   - the completion ring: cq_entries struct userblk_io_cpl at cq_off,
- *     produced by the daemon (cq_tail) and consumed by the kernel (cq_head),
- *   - one data buffer of buf_size bytes per tag at buf_off + tag * buf_size.
+ * Each queue fd holds one shared area of layout.map_size bytes, with the
+ * offsets of USERBLK_IOC_RING_LAYOUT (an ioctl on the queue fd), in two parts
+ * the daemon maps apart (MAP_SHARED, each once or more, never executable and
+ * not inherited by fork()):
+ *   - [0, rw_off): what only the kernel writes, mapped PROT_READ only:
+ *     mmap(NULL, rw_off, PROT_READ, MAP_SHARED, qfd, 0). It holds the
+ *     kernel's indices (struct userblk_ring_kernel_indices at kernel_off) and
+ *     the submission ring: sq_entries struct userblk_io_desc at sq_off.
+ *   - [rw_off, map_size): what the daemon writes, mapped PROT_READ|PROT_WRITE:
+ *     mmap(NULL, map_size - rw_off, ..., MAP_SHARED, qfd, rw_off). It holds
+ *     the daemon's indices (struct userblk_ring_daemon_indices at daemon_off),
+ *     the completion ring (cq_entries struct userblk_io_cpl at cq_off) and one
+ *     data buffer of buf_size bytes per tag at buf_off + tag * buf_size.
+ * Offsets are from the start of the area, so a daemon that maps both parts
+ * side by side (the second at base + rw_off) adds them to one base.
+ * The submission ring is produced by the kernel (sq_tail) and consumed by the
+ * daemon (sq_head); the completion ring the other way (cq_tail, cq_head).
  * Indices run freely and wrap at 2^32; an entry's slot is index & (entries - 1).
  * Each side publishes its index with a store-release after writing the
  * entries and reads the other side's with a load-acquire.
  *
  * The kernel copies a WRITE's data into the tag's buffer before it
  * publishes the request, and a READ's data out of it when it takes the
- * completion. USERBLK_IOC_RING_ENTER takes every published completion and,
+ * completion; once the device is dead it writes no buffer again. USERBLK_IOC_RING_ENTER takes every published completion and,
  * with USERBLK_RING_ENTER_WAIT, then sleeps until a request is pending or the
  * device dies. It returns the number of requests published and not yet
  * consumed, or fails with ENODEV once the device is dead (no request will
@@ -210,26 +240,31 @@ struct userblk_io_cpl {
  * rejected) an index out of range or a completion whose tag, gen, result or
  * state is wrong.
  */
-struct userblk_ring_indices {
-	__u32 sq_head;			/* daemon: next request to consume */
+struct userblk_ring_kernel_indices {
+	__u32 sq_tail;			/* next request slot to fill */
 	__u32 pad0[15];			/* own cache line */
-	__u32 sq_tail;			/* kernel: next request slot to fill */
+	__u32 cq_head;			/* next completion to take */
 	__u32 pad1[15];
-	__u32 cq_head;			/* kernel: next completion to take */
-	__u32 pad2[15];
-	__u32 cq_tail;			/* daemon: next completion slot to fill */
-	__u32 pad3[15];
-	__u64 rejected;			/* kernel: entries and indices refused */
-	__u64 pad4[7];
+	__u64 rejected;			/* entries and indices refused */
+	__u64 pad2[7];
+};
+
+struct userblk_ring_daemon_indices {
+	__u32 sq_head;			/* next request to consume */
+	__u32 pad0[15];			/* own cache line */
+	__u32 cq_tail;			/* next completion slot to fill */
+	__u32 pad1[15];
 };
 
 struct userblk_ring_layout {
 	__u32 sq_entries;		/* a power of two >= queue_depth */
 	__u32 cq_entries;		/* a power of two >= queue_depth */
-	__u64 indices_off;
-	__u64 sq_off;
-	__u64 cq_off;
-	__u64 buf_off;			/* page aligned */
+	__u64 kernel_off;		/* read-only part */
+	__u64 sq_off;			/* read-only part */
+	__u64 rw_off;			/* page aligned: the writable part starts */
+	__u64 daemon_off;		/* writable part */
+	__u64 cq_off;			/* writable part */
+	__u64 buf_off;			/* writable part, page aligned */
 	__u32 buf_size;			/* max_io_bytes rounded up to a page */
 	__u32 nr_bufs;			/* queue_depth */
 	__u64 map_size;
@@ -253,12 +288,18 @@ struct userblk_ring_layout {
  * tag of every queue has a pipe; a tag's pipe can be replaced while no
  * request is outstanding on it (else EBUSY).
  *
- * A WRITE's data is written into the tag's pipe by the read() that hands out
- * its descriptor, without blocking: the pipe must be empty and able to hold
- * max_io_bytes (F_SETPIPE_SZ), else the request fails with an I/O error, is
- * not handed out, and the kernel counts a rejection. A READ answered with
- * result 0 takes exactly len bytes out of the tag's pipe in the write() of
- * its completion; if fewer are there, the request fails with EIO. A pipe
+ * Whenever read() hands out a request, the tag's pipe must be empty: bytes
+ * left in it belong to an earlier request, so the kernel drops them and fails
+ * the request with an I/O error (counting a rejection) rather than let them
+ * pass for this request's data. A WRITE's data is then written into the pipe
+ * by that read(), without blocking: the pipe must hold max_io_bytes
+ * (F_SETPIPE_SZ), else the request fails the same way and nothing of it stays
+ * in the pipe. A READ answered with result 0 takes exactly len bytes out of
+ * the tag's pipe in the write() of its completion; if fewer or more are there,
+ * the request fails with EIO and the pipe is emptied. The kernel never waits
+ * for the pipe: while another thread holds it (splicing it to a socket that
+ * does not drain, say), a request that needs it fails with an I/O error. Pipes
+ * that are notification queues (O_NOTIFICATION_PIPE) are refused. A pipe
  * therefore costs the daemon two fds: Q queues x D depth need 2 * Q * D + Q
  * fds, and the kernel holds 2 * Q * D file references.
  */
@@ -281,8 +322,10 @@ struct userblk_pipe_set {
  * Requests and completions as in pipe (descriptors only). The data moves
  * through a data fd, USERBLK_IOC_SPLICE_DATA_FD on the queue fd (a new fd,
  * O_RDWR, close-on-exec; any number per queue). The file offset
- * USERBLK_SPLICE_OFF(tag, pos) names byte pos of the request on tag, from
- * when read() hands it out until its completion is written:
+ * USERBLK_SPLICE_OFF(tag, gen, pos) names byte pos of the request handed out
+ * on tag with gen (the low 31 bits of the descriptor's gen, so a late transfer
+ * meant for an earlier request on the tag fails instead of moving the next
+ * one's data), from when read() hands it out until its completion is written:
  *   - a WRITE's data is read from it: splice(data_fd, &off, pipe, NULL, ...)
  *     or pread(); reading at or past len gives 0 (end of that request);
  *   - a READ's data is written to it: splice(pipe, NULL, data_fd, &off, ...)
@@ -292,16 +335,19 @@ struct userblk_pipe_set {
  *     with EIO, so a daemon can never expose pages it did not fill.
  * Other offsets fail with EINVAL (tag beyond the depth, or a WRITE written,
  * a READ read, a write out of order) or ENOENT (no request handed out on that
- * tag). A transfer never blocks on the request.
+ * tag with that gen). A transfer never blocks on the request.
  *
  * splice() from the data fd copies the request's data once, inside the
  * kernel, into fresh pages of the pipe: no page of a request is ever lent to
  * a pipe, so a socket or file that still holds the pipe's pages after the
  * request completed cannot see later changes to them.
  */
-#define USERBLK_SPLICE_TAG_SHIFT	20
-#define USERBLK_SPLICE_OFF(tag, pos)	\
-	(((__u64)(tag) << USERBLK_SPLICE_TAG_SHIFT) + (pos))
+#define USERBLK_SPLICE_TAG_SHIFT	21	/* pos: 0..max_io_bytes, inclusive */
+#define USERBLK_SPLICE_GEN_SHIFT	32	/* tag: 0..2047 */
+#define USERBLK_SPLICE_GEN_MASK		0x7fffffffU	/* a loff_t is signed */
+#define USERBLK_SPLICE_OFF(tag, gen, pos)					\
+	(((__u64)((gen) & USERBLK_SPLICE_GEN_MASK) << USERBLK_SPLICE_GEN_SHIFT) + \
+	 ((__u64)(tag) << USERBLK_SPLICE_TAG_SHIFT) + (pos))
 
 #define USERBLK_IOC_SPLICE_DATA_FD	_IO(USERBLK_IOC_MAGIC, 0x30)
 
