@@ -172,17 +172,18 @@ paper: deps figures
 	@cp paper/build/paper.pdf paper/paper.pdf
 	@echo "paper: paper/paper.pdf (LaTeX's log: paper/build/paper.log)"
 
-# make fuzz ITER=20000 [TRANSPORT=copy] [SEED=s] [FUZZ_SECONDS=3000]: the ioctl and queue-fd fuzzer
-# (tests/vm/fuzz.cpp) on the platform, longer than the vm_fuzz_* tests; every transport of
-# userblk.ko unless TRANSPORT names one. A failure prints the seed that reruns it.
+# make fuzz ITER=20000 [TRANSPORT=copy] [SEED=s] [FUZZ_SECONDS=3000] [CONCURRENT=1]: the ioctl
+# and queue-fd fuzzer (tests/vm/fuzz.cpp; CONCURRENT=1: the control path from 8 threads at once,
+# tests/vm/race_fuzz.cpp, ITER control operations) on the platform, longer than the vm_fuzz_*
+# tests; every transport of userblk.ko unless TRANSPORT names one. A failure prints the seed
+# that reruns it.
 .PHONY: fuzz
 ITER ?= 20000
 FUZZ_SECONDS ?= 3000
 fuzz: configure $(KERNEL_DEP)
-	cmake --build $(BUILD) -j $(JOBS) --target userblk_fuzz
-	@for t in $(or $(TRANSPORT),copy ring pipe splice); do \
-		harness/platform run --quiet --timeout $$(( $(FUZZ_SECONDS) + 900 )) \
-			--env USERBLK_BUILD=$(abspath $(BUILD)) -- \
-			$(PY) tests/vm/fuzz.py --transport $$t --iterations $(ITER) \
-			--seconds $(FUZZ_SECONDS) $(if $(SEED),--seed $(SEED)) || exit 1; \
-	done
+	cmake --build $(BUILD) -j $(JOBS) --target $(if $(CONCURRENT),userblk_race_fuzz,userblk_fuzz)
+	@harness/platform run --quiet --timeout $$(( 4 * ($(FUZZ_SECONDS) + 900) )) \
+		--env USERBLK_BUILD=$(abspath $(BUILD)) -- \
+		$(PY) tests/vm/fuzz.py $(foreach t,$(or $(TRANSPORT),copy ring pipe splice),--transport $(t)) \
+		--iterations $(ITER) --seconds $(FUZZ_SECONDS) $(if $(SEED),--seed $(SEED)) \
+		$(if $(CONCURRENT),--concurrent)

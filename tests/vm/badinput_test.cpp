@@ -31,124 +31,11 @@
 
 #include <uapi/userblk.h>
 
+#include "control_test.h"
+
 namespace {
 
-std::string g_transport = "copy";
-// An address no process maps, hidden from the compiler's buffer checks.
-void* volatile g_bad_ptr = reinterpret_cast<void*>(16);
-
-uint32_t mode_of(const std::string& name) {
-    if (name == "copy")
-        return USERBLK_MODE_COPY;
-    if (name == "ring")
-        return USERBLK_MODE_RING;
-    if (name == "pipe")
-        return USERBLK_MODE_PIPE;
-    if (name == "splice")
-        return USERBLK_MODE_SPLICE;
-    return 0;
-}
-
-class Fd {
-public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(o.release()) {}
-    Fd& operator=(Fd&& o) noexcept {
-        reset(o.release());
-        return *this;
-    }
-    ~Fd() { reset(); }
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) {
-        if (fd_ >= 0)
-            ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_;
-};
-
-// ioctl returning -errno on failure, the result otherwise.
-template <typename Arg>
-int xioctl(int fd, unsigned long cmd, Arg arg) {
-    int r = ::ioctl(fd, cmd, arg);
-    return r < 0 ? -errno : r;
-}
-
-userblk_dev_config good_config(uint32_t mode) {
-    userblk_dev_config c{};
-    c.abi_version = USERBLK_ABI_VERSION;
-    c.dev_id = USERBLK_DEV_ID_ANY;
-    c.mode = mode;
-    c.logical_block_size = 512;
-    c.size = 64ull << 20;
-    c.nr_queues = 1;
-    c.queue_depth = 4;
-    c.max_io_bytes = 64 * 1024;
-    c.timeout_ms = 20000;
-    return c;
-}
-
-class ControlTest : public ::testing::Test {
-protected:
-    void SetUp() override {
-        ctl_ = Fd(::open(USERBLK_CONTROL_PATH, O_RDWR | O_CLOEXEC));
-        ASSERT_GE(ctl_.get(), 0) << USERBLK_CONTROL_PATH << ": " << std::strerror(errno);
-    }
-    void TearDown() override {
-        for (uint32_t id : added_)
-            xioctl(ctl_.get(), USERBLK_IOC_DEL_DEV, (unsigned long)id);
-    }
-    int add(userblk_dev_config& c) {
-        int r = xioctl(ctl_.get(), USERBLK_IOC_ADD_DEV, &c);
-        if (r == 0)
-            added_.push_back(c.dev_id);
-        return r;
-    }
-    int add_expect_error(userblk_dev_config c) { return add(c); }
-    // The device's state by GET_INFO, or 0 if GET_INFO fails.
-    uint32_t state_of(uint32_t dev) {
-        userblk_dev_config info{};
-        info.abi_version = USERBLK_ABI_VERSION;
-        info.dev_id = dev;
-        return xioctl(ctl_.get(), USERBLK_IOC_GET_INFO, &info) == 0 ? info.state : 0;
-    }
-    int open_queue(uint32_t dev, uint16_t q) {
-        userblk_queue_open qo{};
-        qo.dev_id = dev;
-        qo.queue_id = q;
-        return xioctl(ctl_.get(), USERBLK_IOC_OPEN_QUEUE, &qo);
-    }
-
-    // What a queue needs before START_DEV: in pipe mode, a pipe per tag (kept in pipes_).
-    void ready_queue(int qfd, const userblk_dev_config& c) {
-        if (c.mode != USERBLK_MODE_PIPE)
-            return;
-        for (uint32_t tag = 0; tag < c.queue_depth; tag++) {
-            int fds[2];
-            ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
-            pipes_.emplace_back(fds[0], fds[1]);
-            ASSERT_GE(::fcntl(fds[1], F_SETPIPE_SZ, (int)c.max_io_bytes), (int)c.max_io_bytes);
-            userblk_pipe_set ps{};
-            ps.tag = tag;
-            ps.read_fd = fds[0];
-            ps.write_fd = fds[1];
-            ASSERT_EQ(xioctl(qfd, USERBLK_IOC_PIPE_SET, &ps), 0) << "tag " << tag;
-        }
-    }
-
-    struct PipeFds {
-        PipeFds(int r_, int w_) : r(r_), w(w_) {}
-        Fd r, w;
-    };
-
-    Fd ctl_;
-    std::vector<uint32_t> added_;
-    std::vector<PipeFds> pipes_;
-};
-
+using namespace userblk_test;
 TEST_F(ControlTest, AddDevRejectsEveryBadField) {
     const uint32_t mode = mode_of(g_transport);
     ASSERT_NE(mode, 0u);
@@ -257,29 +144,6 @@ TEST_F(ControlTest, BadIdsAndStatesAreRejected) {
     added_.clear();
 }
 
-// Direct 4 KiB I/O on a device, run on another thread while the test serves it.
-constexpr size_t kIoBlock = 4096;
-
-std::future<ssize_t> io_async(const std::string& path, bool write, off_t off, void* buf) {
-    return std::async(std::launch::async, [path, write, off, buf] {
-        int fd = ::open(path.c_str(), (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC);
-        if (fd < 0)
-            return (ssize_t)-errno;
-        ssize_t r = write ? ::pwrite(fd, buf, kIoBlock, off) : ::pread(fd, buf, kIoBlock, off);
-        if (r < 0)
-            r = -errno;
-        ::close(fd);
-        return r;
-    });
-}
-
-// Waits up to 2 s for a device node.
-bool wait_for_path(const std::string& path) {
-    for (int i = 0; i < 200 && ::access(path.c_str(), F_OK) != 0; i++)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return ::access(path.c_str(), F_OK) == 0;
-}
-
 // A live device whose only queue this test serves by hand.
 class CopyQueueTest : public ControlTest {
 protected:
@@ -338,11 +202,6 @@ protected:
     std::vector<char> buf_;
 };
 
-struct AlignedBlock {
-    AlignedBlock() { data = static_cast<char*>(std::aligned_alloc(4096, 4096)); }
-    ~AlignedBlock() { std::free(data); }
-    char* data;
-};
 
 TEST_F(CopyQueueTest, WrongAnswersAreRejectedAndTheRightOneStillWorks) {
     AlignedBlock dst;
@@ -727,7 +586,7 @@ protected:
         q_ = Fd(open_queue(cfg_.dev_id, 0));
         ASSERT_GE(q_.get(), 0);
         ASSERT_EQ(xioctl(q_.get(), USERBLK_IOC_RING_LAYOUT, &l_), 0);
-        area_ = map_area(q_.get(), l_);
+        area_ = map_ring_area(q_.get(), l_);
         ASSERT_NE(area_, nullptr) << std::strerror(errno);
         sq_head_ = didx()->sq_head;
         cq_tail_ = didx()->cq_tail;
@@ -747,23 +606,6 @@ protected:
         area_ = nullptr;
     }
 
-    // The area as the uapi says to map it: [0, rw_off) read-only, the rest read-write, side by
-    // side so that every offset is from one base. nullptr (errno set) if a part fails.
-    static char* map_area(int fd, const userblk_ring_layout& l) {
-        void* base = ::mmap(nullptr, l.map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED)
-            return nullptr;
-        char* b = static_cast<char*>(base);
-        if (::mmap(b, l.rw_off, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
-            ::mmap(b + l.rw_off, l.map_size - l.rw_off, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_FIXED, fd, (off_t)l.rw_off) == MAP_FAILED) {
-            int err = errno;
-            ::munmap(base, l.map_size);
-            errno = err;
-            return nullptr;
-        }
-        return b;
-    }
     userblk_ring_kernel_indices* kidx() {
         return reinterpret_cast<userblk_ring_kernel_indices*>(area_ + l_.kernel_off);
     }

@@ -31,6 +31,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get("USERBLK_BUILD", os.path.join(TOP, "build"))
 USERBLK = os.path.join(BUILD, "userblk")
 BADINPUT = os.path.join(BUILD, "tests", "vm", "userblk_badinput_test")
+LIFETIME = os.path.join(BUILD, "tests", "vm", "userblk_lifetime_test")
+STALL_DAEMON = os.path.join(BUILD, "tests", "vm", "userblk_stall_daemon")
 CONTROL = "/dev/userblk-control"
 
 sys.path.insert(0, os.path.join(TOP, "harness"))
@@ -513,18 +515,70 @@ class TransportSuite(unittest.TestCase):
         self.assertTrue(device_gone(d.path))
         self.assertEqual(d.stop(timeout=30), 0, "the daemon did not exit cleanly after the delete")
 
+    def test_fio_fails_when_the_daemon_stalls_inside_a_data_copy(self):
+        """A daemon stalled inside a data copy (its buffer waits on a userfaultfd) or holding
+        its tags' pipes: fio gets an error within the request timeout and a margin, the
+        device can be deleted, and another device's I/O goes on meanwhile."""
+        if self.backend != "ram":
+            self.skipTest("userblk_stall_daemon serves no backend: it runs in the ram suite")
+        timeout_ms, margin_s = 2000, 10
+        stall = subprocess.Popen([STALL_DAEMON, "--transport", self.transport,
+                                  "--timeout-ms", str(timeout_ms)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = stall.stdout.readline()
+            if stall.poll() == 77 or line.startswith("SKIP:"):
+                self.skipTest(line.strip() or "userblk_stall_daemon skipped")
+            self.assertEqual(len(line.split()), 2, f"no 'ID PATH': {line!r} {stall.stderr.read()}")
+            sid, spath = int(line.split()[0]), line.split()[1]
+            healthy = self.daemon(size="64M", queues=1, depth=8)
+            other = subprocess.Popen(
+                ["fio", "--output-format=json", "--direct=1", "--ioengine=io_uring",
+                 f"--filename={healthy.path}", "--name=other", "--rw=randrw", "--bs=4k",
+                 "--iodepth=4", "--size=16M", "--time_based", f"--runtime={margin_s}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            r = fio(f"--filename={spath}", "--name=stalled", "--rw=write", "--bs=4k",
+                    "--size=64k", "--iodepth=1", check=False, timeout=120)
+            elapsed = time.monotonic() - t0
+            self.assertNotEqual(r.returncode, 0, "fio saw no error from a stalled daemon")
+            self.assertLess(elapsed, timeout_ms / 1000 + margin_s,
+                            f"fio took {elapsed:.1f} s against a timeout of {timeout_ms} ms")
+            t0 = time.monotonic()
+            run([USERBLK, "del", str(sid)], timeout=60)
+            self.assertLess(time.monotonic() - t0, margin_s, "DEL_DEV of the stalled device")
+            self.assertTrue(device_gone(spath))
+            out, err = other.communicate(timeout=120)
+            self.assertEqual(other.returncode, 0, f"the other device's fio failed:\n{err[-2000:]}")
+            self.assertEqual(healthy.stop(), 0)
+        finally:
+            if stall.poll() is None:
+                stall.stdin.close()
+                try:
+                    stall.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    stall.kill()
+                    stall.wait()
+
     # -- bad input ---------------------------------------------------------
 
-    def test_bad_input_is_rejected(self):
+    def run_uapi_test(self, binary):
+        """A GoogleTest program that speaks the uapi itself (no daemon, no backend)."""
         if self.backend != "ram":
-            self.skipTest("userblk_badinput_test speaks the uapi itself, with no daemon and no "
-                          "backend: it runs once per transport, in the ram suite")
-        if not os.access(BADINPUT, os.X_OK):
-            self.fail(f"{BADINPUT} is missing: run 'make build'")
-        r = run([BADINPUT, f"--transport={self.transport}"], check=False, timeout=300)
+            self.skipTest(f"{os.path.basename(binary)} speaks the uapi itself, with no daemon "
+                          "and no backend: it runs once per transport, in the ram suite")
+        if not os.access(binary, os.X_OK):
+            self.fail(f"{binary} is missing: run 'make build'")
+        r = run([binary, f"--transport={self.transport}"], check=False, timeout=300)
         if r.returncode == 77:
             self.skipTest(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "skipped")
         self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-3000:])
+
+    def test_bad_input_is_rejected(self):
+        self.run_uapi_test(BADINPUT)
+
+    def test_races_stalls_and_stale_answers_at_the_kernel_boundary(self):
+        self.run_uapi_test(LIFETIME)
 
 
 def _key_values(text):
