@@ -54,6 +54,10 @@ constexpr long kHangMs = 30000;
 
 uint32_t g_mode = 0;
 std::atomic<uint64_t> g_ops{0}, g_unexpected{0};
+// What the run got to do: devices added, started and deleted, requests answered, I/Os done.
+std::atomic<uint64_t> g_added{0}, g_started{0}, g_deleted{0}, g_answered{0}, g_ios{0};
+// Ids started and not deleted since, by bit (id - kBaseId): where the I/O threads go.
+std::atomic<uint64_t> g_live{0};
 std::atomic<bool> g_stop{false};
 int g_ctl = -1;
 userblk_dev_config* g_ro_cfg = nullptr;   // a read-only page holding a good config
@@ -99,7 +103,7 @@ uint32_t any_id(std::mt19937_64& rng, int t) {
 userblk_dev_config config(uint32_t id, std::mt19937_64& rng) {
     userblk_dev_config c = good_config(g_mode);
     c.dev_id = id;
-    c.nr_queues = 1 + rng() % 2;
+    c.nr_queues = rng() % 4 ? 1 : 2;
     c.queue_depth = 1 + rng() % 4;
     c.timeout_ms = 300; // requests nobody answers end fast
     return c;
@@ -178,6 +182,7 @@ void control_thread(int t, uint64_t seed, uint64_t budget) {
                 r = xioctl(g_ctl, USERBLK_IOC_ADD_DEV, &c);
                 if (!one_of(r, {0, -EEXIST, -ENOMEM}))
                     unexpected(t, "ADD_DEV", r);
+                g_added += r == 0;
             }
         } else if (op < 44) { // OPEN_QUEUE, ready it, maybe START_DEV
             userblk_queue_open qo{};
@@ -204,12 +209,20 @@ void control_thread(int t, uint64_t seed, uint64_t budget) {
                 int r = xioctl(g_ctl, USERBLK_IOC_START_DEV, (unsigned long)id);
                 if (!one_of(r, {0, -ENODEV, -EBUSY, -ENOTCONN}))
                     unexpected(t, "START_DEV", r);
+                if (r == 0) {
+                    g_started++;
+                    g_live |= 1ULL << (id - kBaseId);
+                }
             }
         } else if (op < 54) { // START_DEV
             InCall in(t, "START_DEV");
             int r = xioctl(g_ctl, USERBLK_IOC_START_DEV, (unsigned long)id);
             if (!one_of(r, {0, -ENODEV, -EBUSY, -ENOTCONN}))
                 unexpected(t, "START_DEV", r);
+            if (r == 0) {
+                g_started++;
+                g_live |= 1ULL << (id - kBaseId);
+            }
         } else if (op < 64) { // STOP_DEV
             InCall in(t, "STOP_DEV");
             int r = xioctl(g_ctl, USERBLK_IOC_STOP_DEV, (unsigned long)id);
@@ -220,6 +233,10 @@ void control_thread(int t, uint64_t seed, uint64_t budget) {
             int r = xioctl(g_ctl, USERBLK_IOC_DEL_DEV, (unsigned long)id);
             if (!one_of(r, {0, -ENODEV}))
                 unexpected(t, "DEL_DEV", r);
+            if (r == 0) {
+                g_deleted++;
+                g_live &= ~(1ULL << (id - kBaseId));
+            }
         } else if (op < 90) { // GET_INFO
             bool fault = rng() % 4 == 0;
             userblk_dev_config info{};
@@ -274,7 +291,7 @@ void server_thread(int t, uint64_t seed) {
         c.gen = d.gen;
         c.result = d.op == USERBLK_OP_READ ? -EIO : 0; // a READ's data is the transports' tests
         InCall in(t, "write");
-        (void)!::write(fd, &c, sizeof(c));
+        g_answered += ::write(fd, &c, sizeof(c)) == (ssize_t)sizeof(c);
     }
 }
 
@@ -282,7 +299,16 @@ void io_thread(int t, uint64_t seed) {
     std::mt19937_64 rng(seed ^ (0x10 + uint64_t(t)));
     void* mem = std::aligned_alloc(4096, 4096);
     while (!g_stop.load()) {
-        uint32_t id = kBaseId + uint32_t(rng() % (kSharedIds + 8));
+        uint64_t live = g_live.load();
+        if (!live) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            continue;
+        }
+        uint32_t id;
+        do
+            id = uint32_t(rng() % 64);
+        while (!(live & (1ULL << id)));
+        id += kBaseId;
         std::string path = std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(id);
         int fd = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
         if (fd < 0) {
@@ -296,6 +322,7 @@ void io_thread(int t, uint64_t seed) {
                 (void)!::pread(fd, mem, 4096, off);
             else
                 (void)!::pwrite(fd, mem, 4096, off);
+            g_ios++;
         }
         ::close(fd);
     }
@@ -406,8 +433,12 @@ int main(int argc, char** argv) {
     for (uint32_t id = kBaseId; id < kBaseId + kSharedIds + uint32_t(threads); id++)
         xioctl(g_ctl, USERBLK_IOC_DEL_DEV, (unsigned long)id);
     uint64_t done = std::min<uint64_t>(g_ops.load(), budget);
-    std::printf("race fuzz %s: seed %llu, %d threads, %llu control operations, %llu unexpected\n",
+    std::printf("race fuzz %s: seed %llu, %d threads, %llu control operations (%llu devices "
+                "added, %llu started, %llu deleted; %llu requests answered, %llu I/Os), "
+                "%llu unexpected\n",
                 transport.c_str(), (unsigned long long)seed, threads, (unsigned long long)done,
-                (unsigned long long)g_unexpected.load());
+                (unsigned long long)g_added.load(), (unsigned long long)g_started.load(),
+                (unsigned long long)g_deleted.load(), (unsigned long long)g_answered.load(),
+                (unsigned long long)g_ios.load(), (unsigned long long)g_unexpected.load());
     return g_unexpected.load() ? 1 : 0;
 }

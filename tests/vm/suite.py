@@ -529,7 +529,10 @@ class TransportSuite(unittest.TestCase):
             line = stall.stdout.readline()
             if stall.poll() == 77 or line.startswith("SKIP:"):
                 self.skipTest(line.strip() or "userblk_stall_daemon skipped")
-            self.assertEqual(len(line.split()), 2, f"no 'ID PATH': {line!r} {stall.stderr.read()}")
+            if len(line.split()) != 2:
+                stall.kill()
+                self.fail(f"userblk_stall_daemon printed no 'ID PATH': {line!r} "
+                          f"{stall.communicate()[1]}")
             sid, spath = int(line.split()[0]), line.split()[1]
             healthy = self.daemon(size="64M", queues=1, depth=8)
             other = subprocess.Popen(
@@ -546,7 +549,9 @@ class TransportSuite(unittest.TestCase):
                             f"fio took {elapsed:.1f} s against a timeout of {timeout_ms} ms")
             t0 = time.monotonic()
             run([USERBLK, "del", str(sid)], timeout=60)
-            self.assertLess(time.monotonic() - t0, margin_s, "DEL_DEV of the stalled device")
+            took_del = time.monotonic() - t0
+            sys.stderr.write(f"[fio failed after {elapsed:.1f} s, del took {took_del:.1f} s] ")
+            self.assertLess(took_del, margin_s, "DEL_DEV of the stalled device")
             self.assertTrue(device_gone(spath))
             out, err = other.communicate(timeout=120)
             self.assertEqual(other.returncode, 0, f"the other device's fio failed:\n{err[-2000:]}")
