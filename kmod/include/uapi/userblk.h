@@ -228,8 +228,9 @@ struct userblk_io_cpl {
  *
  * The kernel copies a WRITE's data into the tag's buffer before it
  * publishes the request, and a READ's data out of it when it takes the
- * completion; once the device is dead it writes no buffer again. USERBLK_IOC_RING_ENTER takes every published completion and,
- * with USERBLK_RING_ENTER_WAIT, then sleeps until a request is pending or the
+ * completion; once the device is dead it writes no buffer again.
+ * USERBLK_IOC_RING_ENTER takes every published completion and, with
+ * USERBLK_RING_ENTER_WAIT, then sleeps until a request is pending or the
  * device dies. It returns the number of requests published and not yet
  * consumed, or fails with ENODEV once the device is dead (no request will
  * come; everything outstanding has been failed). poll() reports POLLIN while
