@@ -224,6 +224,9 @@ static void userblk_put_back(struct userblk_queue *q, struct request *rq,
 		if (state == USERBLK_CMD_QUEUED)
 			list_add(&cmd->node, &q->pending);
 		spin_unlock(&q->lock);
+		/* Another reader may have gone to sleep while this one held it. */
+		if (state == USERBLK_CMD_QUEUED)
+			wake_up(&q->wait);
 		return;
 	}
 	cmd->state = USERBLK_CMD_IDLE;
@@ -367,8 +370,13 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 	spin_lock(&q->lock);
 	state = cmd->state;
 	spin_unlock(&q->lock);
+	/*
+	 * IDLE: completed meanwhile, or started and not yet queued (queue_rq
+	 * arms the timer before it takes q->lock): the daemon does not have it.
+	 * Rearm rather than lose its timeout; a completed request ignores it.
+	 */
 	if (state == USERBLK_CMD_IDLE)
-		return BLK_EH_DONE;	/* completed meanwhile */
+		return BLK_EH_RESET_TIMER;
 
 	pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
 			    q->dev->id, q->id, rq->tag, q->dev->cfg.timeout_ms);
@@ -377,7 +385,8 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 	/*
 	 * The abort ended rq unless a syscall holds it (OUT, IN or DATA): that
 	 * syscall gives it back within a bounded time (it never sleeps on the
-	 * daemon) and fails it then, as the queue is dead.
+	 * daemon) and fails it then, as the queue is dead. IDLE now: ended by
+	 * the abort, or still in queue_rq, which finds the queue dead.
 	 */
 	spin_lock(&q->lock);
 	state = cmd->state;

@@ -24,7 +24,9 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/module.h>
+#include <linux/pagemap.h>
 #include <linux/pipe_fs_i.h>
+#include <linux/sched/mm.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uio.h>
@@ -100,11 +102,14 @@ static int pipe_push(struct userblk_queue *q, struct request *rq)
 	struct req_iterator iter;
 	struct iov_iter it;
 	struct bio_vec bv;
+	unsigned int noio;
 	int ret = 0;
 
 	pipe = pipe_trylock(q, rq);
 	if (!pipe)
 		return -EIO;
+	/* The pipe's fresh pages: no reclaim that waits for I/O, maybe this device's. */
+	noio = memalloc_noio_save();
 	stale = pipe_drain(pipe);
 	if (unlikely(stale)) {
 		userblk_reject(q, "tag %u: %zu bytes of an earlier request were left in the pipe: dropped, and the request fails",
@@ -137,6 +142,7 @@ static int pipe_push(struct userblk_queue *q, struct request *rq)
 		ret = -EIO;
 	}
 out_unlock:
+	memalloc_noio_restore(noio);
 	pipe_unlock_wake(pipe, !ret && done, stale || ret);
 	return ret;
 }
@@ -169,7 +175,12 @@ static int pipe_pull(struct userblk_queue *q, struct request *rq)
 			struct pipe_buffer *buf = &pipe->bufs[pipe->tail & mask];
 			size_t n = min_t(size_t, buf->len, iov_iter_count(&it));
 
-			if (pipe_buf_confirm(pipe, buf))
+			/*
+			 * A page-cache page not yet read would make confirm sleep
+			 * on its lock (maybe on I/O the daemon must serve): take
+			 * only pages that are there; the rest fails the READ.
+			 */
+			if (buf->ops->confirm && !PageUptodate(buf->page))
 				break;
 			n = copy_page_to_iter(buf->page, buf->offset, n, &it);
 			if (!n)

@@ -24,6 +24,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/module.h>
+#include <linux/sched/mm.h>
 #include <linux/splice.h>
 #include <linux/uio.h>
 
@@ -60,6 +61,7 @@ static ssize_t splice_data_move(struct kiocb *iocb, struct iov_iter *it, bool to
 	struct userblk_queue *q = iocb->ki_filp->private_data;
 	bool user = user_backed_iter(it);
 	size_t pos, want, n;
+	unsigned int noio;
 	struct request *rq;
 	ssize_t ret;
 
@@ -73,11 +75,18 @@ static ssize_t splice_data_move(struct kiocb *iocb, struct iov_iter *it, bool to
 			userblk_unhold(q, rq);
 			return ret;
 		}
+		/*
+		 * Nothing here may sleep on the daemon: no page faults on its
+		 * memory, and the pipe pages an ITER_PIPE allocates come without
+		 * reclaim that waits for I/O (which could be this device's).
+		 */
+		noio = memalloc_noio_save();
 		if (user)
 			pagefault_disable();
 		n = userblk_copy_rq_iter(rq, pos, want, it, to_rq);
 		if (user)
 			pagefault_enable();
+		memalloc_noio_restore(noio);
 		if (to_rq)
 			userblk_cmd(rq)->filled += n;
 		userblk_unhold(q, rq);

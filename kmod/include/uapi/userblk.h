@@ -207,8 +207,8 @@ struct userblk_io_cpl {
  *
  * Each queue fd holds one shared area of layout.map_size bytes, with the
  * offsets of USERBLK_IOC_RING_LAYOUT (an ioctl on the queue fd), in two parts
- * the daemon maps apart (MAP_SHARED, each once or more, never executable and
- * not inherited by fork()):
+ * the daemon maps apart (MAP_SHARED, each once or more, never executable, and
+ * not inherited by fork() unless the daemon asks with MADV_DOFORK):
  *   - [0, rw_off): what only the kernel writes, mapped PROT_READ only:
  *     mmap(NULL, rw_off, PROT_READ, MAP_SHARED, qfd, 0). It holds the
  *     kernel's indices (struct userblk_ring_kernel_indices at kernel_off) and
@@ -336,7 +336,8 @@ struct userblk_pipe_set {
  *     with EIO, so a daemon can never expose pages it did not fill.
  * Other offsets fail with EINVAL (tag beyond the depth, or a WRITE written,
  * a READ read, a write out of order) or ENOENT (no request handed out on that
- * tag with that gen). A transfer never blocks on the request.
+ * tag with that gen). A transfer never blocks on the request: while another
+ * transfer of the same request is under way, it fails with EBUSY (retry).
  *
  * splice() from the data fd copies the request's data once, inside the
  * kernel, into fresh pages of the pipe: no page of a request is ever lent to
