@@ -897,19 +897,5 @@ TEST_F(RingQueueTest, AStoppedDeviceFailsEnterWithEnodevAndPollsHup) {
 } // namespace
 
 int main(int argc, char** argv) {
-    ::testing::InitGoogleTest(&argc, argv);
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        if (a.rfind("--transport=", 0) == 0)
-            g_transport = a.substr(12);
-    }
-    if (::access(USERBLK_CONTROL_PATH, F_OK) != 0) {
-        std::printf("SKIP: %s is missing (load userblk.ko first)\n", USERBLK_CONTROL_PATH);
-        return 77;
-    }
-    if (mode_of(g_transport) == 0) {
-        std::printf("SKIP: %s is not a userblk.ko transport\n", g_transport.c_str());
-        return 77;
-    }
-    return RUN_ALL_TESTS();
+    return userblk_test::run_uapi_tests(argc, argv);
 }

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "uapi_test_util.h"
@@ -67,5 +69,25 @@ protected:
     std::vector<uint32_t> added_;
     std::vector<PipeFds> pipes_;
 };
+
+// main() of a test program over the uapi: --transport=NAME picks g_transport; 77 (skip, with
+// the reason) when userblk.ko is not loaded or NAME is not one of its transports.
+inline int run_uapi_tests(int argc, char** argv) {
+    ::testing::InitGoogleTest(&argc, argv);
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a.rfind("--transport=", 0) == 0)
+            g_transport = a.substr(12);
+    }
+    if (::access(USERBLK_CONTROL_PATH, F_OK) != 0) {
+        std::printf("SKIP: %s is missing (load userblk.ko first)\n", USERBLK_CONTROL_PATH);
+        return 77;
+    }
+    if (mode_of(g_transport) == 0) {
+        std::printf("SKIP: %s is not a userblk.ko transport\n", g_transport.c_str());
+        return 77;
+    }
+    return RUN_ALL_TESTS();
+}
 
 } // namespace userblk_test

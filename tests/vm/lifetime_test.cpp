@@ -47,20 +47,6 @@ std::string disk_of(uint32_t id) {
     return std::string("/dev/" USERBLK_DISK_PREFIX) + std::to_string(id);
 }
 
-// Direct I/O of len bytes at off, on another thread (io_async is 4 KiB only).
-std::future<ssize_t> io_len_async(const std::string& path, bool write, off_t off, void* buf,
-                                  size_t len) {
-    return std::async(std::launch::async, [=] {
-        int fd = ::open(path.c_str(), (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC);
-        if (fd < 0)
-            return (ssize_t)-errno;
-        ssize_t r = write ? ::pwrite(fd, buf, len, off) : ::pread(fd, buf, len, off);
-        if (r < 0)
-            r = -errno;
-        ::close(fd);
-        return r;
-    });
-}
 
 std::vector<char> pattern(size_t len, int seed) {
     std::vector<char> v(len);
@@ -249,7 +235,7 @@ TEST_F(ServedDevice, RingLeavesATagsBufferAloneOnceTheDeviceIsDead) {
     auto pa = pattern(kBlock, 1), pb = pattern(kBlock, 2);
     std::memcpy(a.data, pa.data(), kBlock);
     std::memcpy(b.data, pb.data(), kBlock);
-    auto first = io_len_async(path_, true, 0, a.data, kBlock);
+    auto first = io_async(path_, true, 0, a.data, kBlock);
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
     ASSERT_EQ(std::memcmp(ring_buf(0), pa.data(), kBlock), 0) << "the WRITE's data is in tag 0";
@@ -257,7 +243,7 @@ TEST_F(ServedDevice, RingLeavesATagsBufferAloneOnceTheDeviceIsDead) {
     // writing tag 0's buffer out to offset 0.
     ASSERT_EQ(first.wait_for(30s), std::future_status::ready);
     EXPECT_LT(first.get(), 0);
-    auto second = io_len_async(path_, true, 8192, b.data, kBlock); // gets tag 0 again
+    auto second = io_async(path_, true, 8192, b.data, kBlock); // gets tag 0 again
     ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
     EXPECT_EQ(second.get(), -EIO);
     EXPECT_EQ(std::memcmp(ring_buf(0), pa.data(), kBlock), 0)
@@ -282,7 +268,7 @@ TEST_F(ServedDevice, ARequestHeldInACopyToAStalledBufferStillTimesOut) {
     Aligned src(kBlock);
     std::memcpy(src.data, pattern(kBlock, 3).data(), kBlock);
     auto t0 = std::chrono::steady_clock::now();
-    auto io = io_len_async(path_, true, 0, src.data, kBlock);
+    auto io = io_async(path_, true, 0, src.data, kBlock);
     std::future<ssize_t> daemon;
     if (mode_ == USERBLK_MODE_SPLICE) {
         userblk_io_desc d = next_request();
@@ -344,7 +330,7 @@ TEST_F(ServedDevice, APipeThatAnotherThreadHoldsFailsTheRequestAtOnce) {
     PipeHolder hold(pipes_[0].r.get(), pipes_[0].w.get());
     ASSERT_TRUE(hold.ok()) << hold.error();
     Aligned src(kBlock);
-    auto io = io_len_async(path_, true, 0, src.data, kBlock);
+    auto io = io_async(path_, true, 0, src.data, kBlock);
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
     int fl = ::fcntl(q_.get(), F_GETFL);
@@ -377,7 +363,7 @@ TEST_F(ServedDevice, APartialPipeWriteLeavesNothingForTheTagsNextRead) {
     ASSERT_GE(::fcntl(pipes_[0].w.get(), F_SETPIPE_SZ, (int)page), page);
     Aligned src(2 * kBlock), dst(kBlock);
     std::memcpy(src.data, pattern(2 * kBlock, 4).data(), 2 * kBlock);
-    auto w = io_len_async(path_, true, 0, src.data, 2 * kBlock);
+    auto w = io_async(path_, true, 0, src.data, 2 * kBlock);
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
     int fl = ::fcntl(q_.get(), F_GETFL);
@@ -393,7 +379,7 @@ TEST_F(ServedDevice, APartialPipeWriteLeavesNothingForTheTagsNextRead) {
     EXPECT_EQ(errno, EAGAIN);
 
     std::memset(dst.data, 0, kBlock);
-    auto r = io_len_async(path_, false, 0, dst.data, kBlock);
+    auto r = io_async(path_, false, 0, dst.data, kBlock);
     userblk_io_desc d = next_request();
     ASSERT_EQ(d.op, USERBLK_OP_READ);
     ASSERT_EQ(answer(d, 0), (ssize_t)sizeof(userblk_io_cpl));
@@ -409,13 +395,13 @@ TEST_F(ServedDevice, BytesLeftInATagsPipeNeverPassForTheNextReadsData) {
     bring_up(1, 20000);
     Aligned dst(kBlock);
     auto stale = pattern(kBlock, 5);
-    auto r1 = io_len_async(path_, false, 0, dst.data, kBlock);
+    auto r1 = io_async(path_, false, 0, dst.data, kBlock);
     userblk_io_desc d = next_request();
     ASSERT_EQ(::write(pipes_[0].w.get(), stale.data(), kBlock), (ssize_t)kBlock);
     ASSERT_EQ(answer(d, -EIO), (ssize_t)sizeof(userblk_io_cpl));
     EXPECT_EQ(r1.get(), -EIO);
     // The next READ on the tag is answered 0 without data: it must fail, not read `stale`.
-    auto r2 = io_len_async(path_, false, 0, dst.data, kBlock);
+    auto r2 = io_async(path_, false, 0, dst.data, kBlock);
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
     int fl = ::fcntl(q_.get(), F_GETFL);
@@ -454,8 +440,8 @@ TEST_F(ServedDevice, ARepeatedAnswerForTheTagsLastRequestIsRefusedWithAScheduler
     auto data = pattern(kBlock, 6);
     for (int round = 0; round < 6; round++) {
         Aligned a(kBlock), b(kBlock);
-        auto ra = io_len_async(path_, false, 0, a.data, kBlock);
-        auto rb = io_len_async(path_, false, 65536, b.data, kBlock);
+        auto ra = io_async(path_, false, 0, a.data, kBlock);
+        auto rb = io_async(path_, false, 65536, b.data, kBlock);
         userblk_io_desc d1 = next_request();
         ASSERT_EQ(answer(d1, 0, data.data(), kBlock), (ssize_t)(sizeof(userblk_io_cpl) + kBlock));
         userblk_io_desc d2 = next_request();
@@ -479,7 +465,7 @@ TEST_F(ServedDevice, ALateTransferForTheTagsLastRequestMovesNothingOfTheNext) {
     std::memcpy(s1.data, pattern(kBlock, 7).data(), kBlock);
     auto p2 = pattern(kBlock, 8);
     std::memcpy(s2.data, p2.data(), kBlock);
-    auto w1 = io_len_async(path_, true, 0, s1.data, kBlock);
+    auto w1 = io_async(path_, true, 0, s1.data, kBlock);
     userblk_io_desc d1 = next_request();
     std::vector<char> got(kBlock);
     ASSERT_EQ(::pread(data_.get(), got.data(), kBlock, USERBLK_SPLICE_OFF(d1.tag, d1.gen, 0)),
@@ -487,7 +473,7 @@ TEST_F(ServedDevice, ALateTransferForTheTagsLastRequestMovesNothingOfTheNext) {
     ASSERT_EQ(answer(d1, 0), (ssize_t)sizeof(userblk_io_cpl));
     EXPECT_EQ(w1.get(), (ssize_t)kBlock);
 
-    auto w2 = io_len_async(path_, true, 0, s2.data, kBlock);
+    auto w2 = io_async(path_, true, 0, s2.data, kBlock);
     userblk_io_desc d2 = next_request();
     ASSERT_EQ(d2.tag, d1.tag);
     std::fill(got.begin(), got.end(), 0);
@@ -515,7 +501,7 @@ TEST_F(ServedDevice, AReadThatStallsAndSeesTheDeviceStoppedHandsOutNothing) {
     if (!stalled.ok())
         GTEST_SKIP() << stalled.error();
     Aligned src(kBlock);
-    auto io = io_len_async(path_, true, 0, src.data, kBlock);
+    auto io = io_async(path_, true, 0, src.data, kBlock);
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
     auto reader = std::async(std::launch::async, [&] {
@@ -690,19 +676,5 @@ TEST_F(ControlTest, MoreQueuesThanCpusAreCutToTheQueuesBlkMqMaps) {
 } // namespace
 
 int main(int argc, char** argv) {
-    ::testing::InitGoogleTest(&argc, argv);
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        if (a.rfind("--transport=", 0) == 0)
-            g_transport = a.substr(12);
-    }
-    if (::access(USERBLK_CONTROL_PATH, F_OK) != 0) {
-        std::printf("SKIP: %s is missing (load userblk.ko first)\n", USERBLK_CONTROL_PATH);
-        return 77;
-    }
-    if (mode_of(g_transport) == 0) {
-        std::printf("SKIP: %s is not a userblk.ko transport\n", g_transport.c_str());
-        return 77;
-    }
-    return RUN_ALL_TESTS();
+    return userblk_test::run_uapi_tests(argc, argv);
 }

@@ -163,6 +163,17 @@ void ready(int t, int qfd, const userblk_dev_config& c, std::mt19937_64& rng) {
     }
 }
 
+void start(int t, uint32_t id) {
+    InCall in(t, "START_DEV");
+    int r = xioctl(g_ctl, USERBLK_IOC_START_DEV, (unsigned long)id);
+    if (!one_of(r, {0, -ENODEV, -EBUSY, -ENOTCONN}))
+        unexpected(t, "START_DEV", r);
+    if (r == 0) {
+        g_started++;
+        g_live |= 1ULL << (id - kBaseId);
+    }
+}
+
 void control_thread(int t, uint64_t seed, uint64_t budget) {
     std::mt19937_64 rng(seed * 1000003 + uint64_t(t));
     while (!g_stop.load() && g_ops.fetch_add(1) < budget) {
@@ -204,25 +215,10 @@ void control_thread(int t, uint64_t seed, uint64_t budget) {
             if (xioctl(g_ctl, USERBLK_IOC_GET_INFO, &info) == 0)
                 ready(t, fd, info, rng);
             stash_fd(fd, id, rng);
-            if (rng() % 2) {
-                InCall in(t, "START_DEV");
-                int r = xioctl(g_ctl, USERBLK_IOC_START_DEV, (unsigned long)id);
-                if (!one_of(r, {0, -ENODEV, -EBUSY, -ENOTCONN}))
-                    unexpected(t, "START_DEV", r);
-                if (r == 0) {
-                    g_started++;
-                    g_live |= 1ULL << (id - kBaseId);
-                }
-            }
+            if (rng() % 2)
+                start(t, id);
         } else if (op < 54) { // START_DEV
-            InCall in(t, "START_DEV");
-            int r = xioctl(g_ctl, USERBLK_IOC_START_DEV, (unsigned long)id);
-            if (!one_of(r, {0, -ENODEV, -EBUSY, -ENOTCONN}))
-                unexpected(t, "START_DEV", r);
-            if (r == 0) {
-                g_started++;
-                g_live |= 1ULL << (id - kBaseId);
-            }
+            start(t, id);
         } else if (op < 64) { // STOP_DEV
             InCall in(t, "STOP_DEV");
             int r = xioctl(g_ctl, USERBLK_IOC_STOP_DEV, (unsigned long)id);

@@ -84,15 +84,16 @@ inline userblk_dev_config good_config(uint32_t mode) {
 
 
 
-// Direct 4 KiB I/O on a device, run on another thread while the test serves it.
+// Direct I/O (4 KiB unless said) on a device, run on another thread while the test serves it.
 inline constexpr size_t kIoBlock = 4096;
 
-inline std::future<ssize_t> io_async(const std::string& path, bool write, off_t off, void* buf) {
-    return std::async(std::launch::async, [path, write, off, buf] {
+inline std::future<ssize_t> io_async(const std::string& path, bool write, off_t off, void* buf,
+                                     size_t len = kIoBlock) {
+    return std::async(std::launch::async, [path, write, off, buf, len] {
         int fd = ::open(path.c_str(), (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC);
         if (fd < 0)
             return (ssize_t)-errno;
-        ssize_t r = write ? ::pwrite(fd, buf, kIoBlock, off) : ::pread(fd, buf, kIoBlock, off);
+        ssize_t r = write ? ::pwrite(fd, buf, len, off) : ::pread(fd, buf, len, off);
         if (r < 0)
             r = -errno;
         ::close(fd);
