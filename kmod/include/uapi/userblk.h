@@ -16,8 +16,9 @@
  *   ioctl(fd, USERBLK_IOC_DEL_DEV, cfg.dev_id)
  *
  * Who may do what. Every control ioctl needs CAP_SYS_ADMIN. A device belongs to
- * the process (thread group) that added it: only that process may open its
- * queues, unless it was added with USERBLK_F_ANY_DAEMON; STOP_DEV and DEL_DEV
+ * the process (thread group) that added it: only that process may start it
+ * and open its queues (the latter also any process, if it was added with
+ * USERBLK_F_ANY_DAEMON); STOP_DEV and DEL_DEV
  * from any other process must say USERBLK_CTL_FORCE in their argument
  * (dev_id | USERBLK_CTL_FORCE), as an administrator's tool does; GET_INFO is
  * anybody's. Else EPERM.
