@@ -174,8 +174,8 @@ paper: deps figures
 
 # make fuzz ITER=20000 [TRANSPORT=copy] [SEED=s] [FUZZ_SECONDS=3000] [CONCURRENT=1]: the ioctl
 # and queue-fd fuzzer (tests/vm/fuzz.cpp; CONCURRENT=1: the control path from 8 threads at once,
-# tests/vm/race_fuzz.cpp, ITER control operations) on the platform, longer than the vm_fuzz_*
-# tests; every transport of userblk.ko unless TRANSPORT names one. A failure prints the seed
+# tests/vm/race_fuzz.cpp, ITER control operations) on the platform, longer than the vm_fuzz and
+# vm_race_fuzz tests; every transport of userblk.ko unless TRANSPORT names one. A failure prints the seed
 # that reruns it.
 .PHONY: fuzz
 ITER ?= 20000

@@ -3,7 +3,8 @@
 
 Runs inside the platform (the VM or a native host), as root:
 
-    harness/platform run -- tests/vm/faults.py --transport copy [--fault drop] [--seed N]
+    harness/platform run -- tests/vm/faults.py --transport copy [--transport ring ...]
+                                               [--fault drop] [--seed N]
 
 For each fault the transport lists in faults= (`userblk --dump-transport`), a daemon serves a
 RAM device with `--fault KIND --fault-seed N` and a request timeout of 2 s, and fio writes and
@@ -135,7 +136,8 @@ def one_fault(transport, kind, seed, scratch):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transport", required=True, help="a userblk.ko transport (copy, ring, ...)")
+    ap.add_argument("--transport", required=True, action="append",
+                    help="a userblk.ko transport (copy, ring, ...); repeatable, one after another")
     ap.add_argument("--fault", action="append",
                     help="only this fault (repeatable; default: every one the transport offers)")
     ap.add_argument("--seed", type=int, default=9, help="--fault-seed of every run (default 9)")
@@ -146,25 +148,30 @@ def main():
     if not os.access(USERBLK, os.X_OK):
         print(f"FAIL: {USERBLK} is missing: run 'make build'")
         return 1
-    offered = [f for f in capabilities(a.transport).get("faults", "").split(",") if f]
-    if not offered:
-        print(f"SKIP: {a.transport} offers no faults (no faults= in --dump-transport)")
+    plan = []
+    for transport in a.transport:
+        offered = [f for f in capabilities(transport).get("faults", "").split(",") if f]
+        if not offered:
+            print(f"SKIP {transport}: it offers no faults (no faults= in --dump-transport)")
+            continue
+        plan += [(transport, kind) for kind in (a.fault or offered)]
+    if not plan:
+        print("SKIP: no transport named offers a fault")
         return 77
-    kinds = a.fault or offered
     loaded = load_module()
     scratch = tempfile.mkdtemp(prefix="userblk-faults-", dir=os.environ.get("USERBLK_SCRATCH"))
     failed = 0
     t_all = time.monotonic()
     try:
-        for kind in kinds:
+        for transport, kind in plan:
             t0 = time.monotonic()
             try:
-                what = one_fault(a.transport, kind, a.seed, scratch)
-                print(f"PASS {a.transport} {kind}: {what} [{time.monotonic() - t0:.1f} s]",
+                what = one_fault(transport, kind, a.seed, scratch)
+                print(f"PASS {transport} {kind}: {what} [{time.monotonic() - t0:.1f} s]",
                       flush=True)
             except (Failure, AssertionError) as e:
                 failed += 1
-                print(f"FAIL {a.transport} {kind}: {e} [{time.monotonic() - t0:.1f} s]",
+                print(f"FAIL {transport} {kind}: {e} [{time.monotonic() - t0:.1f} s]",
                       flush=True)
     finally:
         if loaded:
@@ -172,8 +179,8 @@ def main():
             if r.returncode != 0:
                 print(f"FAIL: rmmod userblk after the matrix: {r.stderr.strip()}")
                 failed += 1
-    print(f"{len(kinds) - failed} passed, {failed} failed ({a.transport}, seed {a.seed}, "
-          f"{time.monotonic() - t_all:.1f} s)")
+    print(f"{len(plan) - failed} passed, {failed} failed ({', '.join(a.transport)}, seed "
+          f"{a.seed}, {time.monotonic() - t_all:.1f} s)")
     return 0 if failed == 0 else 1
 
 

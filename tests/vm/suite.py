@@ -266,6 +266,13 @@ class TransportSuite(unittest.TestCase):
         self.daemons.append(d)
         return d
 
+    def transport_property(self, what):
+        """Skip unless this is the ram suite: what the test checks belongs to the transport and
+        userblk.ko, which never see the backend, so the file and forward suites would only run
+        it again (and make test would take a boot's worth longer per suite)."""
+        if self.backend != "ram":
+            self.skipTest(f"{what} is the transport's, not the backend's: it runs in the ram suite")
+
     # -- data integrity ----------------------------------------------------
 
     def verify(self, rw, bs, qd):
@@ -390,6 +397,7 @@ class TransportSuite(unittest.TestCase):
 
     def test_userblk_stats_prints_the_live_statistics(self):
         """`userblk stats ID` asks the daemon serving ID for its statistics now."""
+        self.transport_property("the stats socket")
         d = self.daemon(queues=2, depth=32)
         fio(f"--filename={d.path}", "--name=stats", "--rw=randwrite", "--bs=4k", "--iodepth=4",
             "--size=1M")
@@ -472,6 +480,7 @@ class TransportSuite(unittest.TestCase):
         self.assertEqual(again.stop(), 0)
 
     def test_stalled_daemon_is_caught_by_the_timeout(self):
+        self.transport_property("the request timeout")
         timeout = capabilities(self.transport).get("request_timeout", "")
         if timeout.startswith("none"):
             self.skipTest(f"{self.transport} has no request timeout: request_timeout={timeout}")
@@ -497,6 +506,7 @@ class TransportSuite(unittest.TestCase):
         self.assertTrue(device_gone(d.path))
 
     def test_delete_under_load(self):
+        self.transport_property("deleting a device under I/O")
         d = self.daemon()
         job = subprocess.Popen(["fio", "--output-format=json", "--direct=1",
                                 "--ioengine=io_uring", f"--filename={d.path}", "--name=load",
@@ -519,8 +529,8 @@ class TransportSuite(unittest.TestCase):
         """A daemon stalled inside a data copy (its buffer waits on a userfaultfd) or holding
         its tags' pipes: fio gets an error within the request timeout and a margin, the
         device can be deleted, and another device's I/O goes on meanwhile."""
-        if self.backend != "ram":
-            self.skipTest("userblk_stall_daemon serves no backend: it runs in the ram suite")
+        self.transport_property("a daemon stalled in a data copy (userblk_stall_daemon serves "
+                                "no backend)")
         timeout_ms, margin_s = 2000, 10
         stall = subprocess.Popen([STALL_DAEMON, "--transport", self.transport,
                                   "--timeout-ms", str(timeout_ms)], stdin=subprocess.PIPE,
@@ -576,9 +586,8 @@ class TransportSuite(unittest.TestCase):
 
     def run_uapi_test(self, binary):
         """A GoogleTest program that speaks the uapi itself (no daemon, no backend)."""
-        if self.backend != "ram":
-            self.skipTest(f"{os.path.basename(binary)} speaks the uapi itself, with no daemon "
-                          "and no backend: it runs once per transport, in the ram suite")
+        self.transport_property(f"{os.path.basename(binary)} (it speaks the uapi itself, with "
+                                "no daemon and no backend)")
         if not os.access(binary, os.X_OK):
             self.fail(f"{binary} is missing: run 'make build'")
         r = run([binary, f"--transport={self.transport}"], check=False, timeout=300)
