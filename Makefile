@@ -130,9 +130,10 @@ clean:
 .PHONY: micro figures
 micro: deps configure
 	cmake --build $(BUILD) -j $(JOBS) --target userblk_micro
-	@$(PY) transports/micro/micro-run --platform "$(PLATFORM)" --build "$(BUILD)" $(MICRO_ARGS)
+	@$(PY) micro/micro-run --platform "$(PLATFORM)" --build "$(BUILD)" $(MICRO_ARGS)
 
-# Every plots/*.py (helpers are plots/_*.py) draws its figure into paper/figures/ from a results
+# Every plots/*.py (helpers are plots/_*.py), run as the module plots.NAME from the top of the
+# tree, draws its figure into paper/figures/ from a results
 # directory alone (RESULTS, default results/reference: the committed runs behind the paper; a
 # run of make bench works too); a script whose results are missing says so and exits 77, and is
 # skipped. Same input, byte-identical output.
@@ -141,7 +142,7 @@ FIGURES ?= $(sort $(filter-out plots/_%,$(wildcard plots/*.py)))
 figures:
 	@mkdir -p paper/figures
 	@for f in $(FIGURES); do \
-		$(PY) $$f "$(RESULTS)" --out paper/figures; rc=$$?; \
+		$(PY) -m plots.$$(basename $$f .py) "$(RESULTS)" --out paper/figures; rc=$$?; \
 		if [ $$rc -eq 77 ]; then echo "figures: $$f skipped"; \
 		elif [ $$rc -ne 0 ]; then echo "figures: $$f failed (status $$rc)"; exit $$rc; fi; \
 	done
@@ -160,10 +161,10 @@ reference:
 # pdflatex) in paper/build/; the PDF is paper/paper.pdf.
 .PHONY: numbers
 numbers:
-	@$(PY) paper/macros.py "$(RESULTS)" --write paper/numbers.tex
+	@$(PY) -m paper.macros "$(RESULTS)" --write paper/numbers.tex
 
 paper: deps figures
-	@$(PY) paper/macros.py "$(RESULTS)" --check paper/numbers.tex || { echo "paper: the \
+	@$(PY) -m paper.macros "$(RESULTS)" --check paper/numbers.tex || { echo "paper: the \
 	numbers of the text do not match $(RESULTS): 'make numbers RESULTS=$(RESULTS)', then reread \
 	the sentences quoting the keys above" >&2; exit 1; }
 	@cd paper && latexmk -gg -pdf -interaction=nonstopmode -halt-on-error -file-line-error \

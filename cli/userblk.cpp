@@ -29,9 +29,9 @@
 
 #include "core/config.h"
 #include "core/fault.h"
-#include "core/kmod.h"
+#include "transports/kmod/kmod.h"
 #include "core/log.h"
-#include "core/registry.h"
+#include "registry.h"
 #include "core/size.h"
 #include "core/unique_fd.h"
 

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """The numbers the paper quotes, computed from a results directory, as LaTeX macros.
 
-  paper/macros.py [RESULTS] --write paper/numbers.tex     write the macros file
-  paper/macros.py [RESULTS] --check paper/numbers.tex     check it and the text (make test)
-  paper/macros.py [RESULTS] --list                        every key and its value
+  python3 -m paper.macros [RESULTS] --write paper/numbers.tex   write the macros file
+  python3 -m paper.macros [RESULTS] --check paper/numbers.tex   check it and the text (make test)
+  python3 -m paper.macros [RESULTS] --list                      every key and its value
 
 RESULTS defaults to results/reference. The text never writes a measured number: it writes
 \\N{key} (defined in paper.tex), and numbers.tex defines every key. --check fails when
@@ -28,10 +28,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TOP, "plots"))
-sys.path.insert(0, os.path.join(TOP, "transports", "micro"))
-
-import _results as R  # noqa: E402
+from plots import _results as R
 
 TEXT = [os.path.join(HERE, "paper.tex")]
 SECTIONS = os.path.join(HERE, "sections")
@@ -281,7 +278,7 @@ def compute(res):
 
 
 def micro_numbers(path, put):
-    import microresult
+    from micro import microresult
     folder = os.path.join(path, "micro")
     if not os.path.isdir(folder):
         return

@@ -286,7 +286,7 @@ def main_args(prog, doc):
     import argparse
     import sys
 
-    import _reproducible
+    from plots import _reproducible
 
     ap = argparse.ArgumentParser(prog=prog, description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -314,7 +314,7 @@ def main_args(prog, doc):
 def skip(prog, what):
     import sys
 
-    import _reproducible
+    from plots import _reproducible
 
     print(f"{prog}: {what}; skipped")
     sys.exit(_reproducible.EXIT_NO_INPUT)
@@ -347,7 +347,7 @@ def parts_legend(ax, parts, **kw):
 
 def finish(fig, res, used_rows, out, name, title):
     """Title, provenance stamp at the bottom, layout, PNG + PDF."""
-    import _reproducible
+    from plots import _reproducible
 
     stamp = res.stamp(used_rows)
     lines = stamp.count("\n") + 1

@@ -1,21 +1,19 @@
 #!/usr/bin/python3
 """Figure 3: bandwidth against block size, reads and writes, per transport.
 
-  plots/bandwidth.py [RESULTS] [--out DIR]
+  python3 -m plots.bandwidth [RESULTS] [--out DIR]
 
 Sequential reads and writes at QD4 of every block size the results hold (read-<bs>-qd4,
 write-<bs>-qd4: the paper set has 4, 16, 64, 256 KiB and 1 MiB), the median over the
 repetitions with min-max bars; null_blk and brd dashed. Writes DIR/bandwidth.{png,pdf}.
 """
 
-import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
+from plots import _reproducible  # noqa: E402,F401
 import matplotlib.pyplot as plt  # noqa: E402
-import _results as R  # noqa: E402
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/bandwidth.py"
 NAME = re.compile(r"^(read|write)-(\d+[km])-qd4$")

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Figure 5: the distribution of the latency of 4 KiB I/Os at QD1, per transport.
 
-  plots/cdf.py [RESULTS] [--out DIR]
+  python3 -m plots.cdf [RESULTS] [--out DIR]
 
 The percentiles fio reports of the total latency (lat_ns: submission to completion;
 workloads/latency.fio asks for 19 of them, 1 to 99.99) of randread-4k-qd1 and
@@ -11,12 +11,10 @@ percentiles (fio's default) fall back to the completion latency (clat), and the 
 so. Writes DIR/cdf.{png,pdf}.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
-import _results as R  # noqa: E402
+from plots import _reproducible  # noqa: E402,F401
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/cdf.py"
 WORKLOADS = (("randread-4k-qd1", "4 KiB random reads, QD1"),

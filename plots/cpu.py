@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Figure 4: CPU time per I/O, stacked into fio, the daemon and the rest.
 
-  plots/cpu.py [RESULTS] [--out DIR]
+  python3 -m plots.cpu [RESULTS] [--out DIR]
 
 4 KiB random reads at QD1 and at QD32 (and 4 KiB random writes at QD1): every process's CPU
 time in fio's measured window over its I/Os (docs/results-schema.md, "How CPU per I/O is
@@ -13,12 +13,10 @@ black tick is the median of the total with min-max whiskers (medians of parts ne
 to the median of the whole). Writes DIR/cpu.{png,pdf}.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
-import _results as R  # noqa: E402
+from plots import _reproducible  # noqa: E402,F401
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/cpu.py"
 WORKLOADS = (("randread-4k-qd1", "4 KiB random reads, QD1"),

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Figure 6: forwarding: CPU per byte and bytes into user space, backend forward.
 
-  plots/forward.py [RESULTS] [--out DIR]
+  python3 -m plots.forward [RESULTS] [--out DIR]
 
 Every transport measured on the forward backend (the paper-forward set: copy, pipe and splice,
 each request sent on to an NBD server, nbdkit memory on 127.0.0.1), at every sequential
@@ -13,14 +13,12 @@ goes from the kernel's pages to the socket without entering user space). Right: 
 Writes DIR/forward.{png,pdf}.
 """
 
-import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
+from plots import _reproducible  # noqa: E402,F401
 import matplotlib.pyplot as plt  # noqa: E402
-import _results as R  # noqa: E402
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/forward.py"
 BACKEND = "forward"

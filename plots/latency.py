@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Figure 1: the latency of one 4 KiB I/O at queue depth 1, per transport.
 
-  plots/latency.py [RESULTS] [--out DIR]
+  python3 -m plots.latency [RESULTS] [--out DIR]
 
 Bars: the mean and the 99th percentile of the total latency (fio's lat: submission to
 completion, what one I/O costs the application), randread-4k-qd1 and randwrite-4k-qd1, the
@@ -11,12 +11,10 @@ block layer. Total latency, not clat: null_blk and brd complete inside the submi
 clat is about 1 us and only the total compares. Writes DIR/latency.{png,pdf}.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
-import _results as R  # noqa: E402
+from plots import _reproducible  # noqa: E402,F401
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/latency.py"
 WORKLOADS = (("randread-4k-qd1", "4 KiB random reads, QD1"),

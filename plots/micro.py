@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The figure of the primitives: microbenchmarks from make micro (docs/micro.md).
 
-  plots/micro.py [INPUT] [--out DIR]
+  python3 -m plots.micro [INPUT] [--out DIR]
 
 INPUT is a results/micro JSON file, a folder of them, or a results directory holding micro/
 (default: results/reference, whose micro/ has the runs behind the paper; `make micro` writes
@@ -17,12 +17,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(TOP, "transports", "micro"))
 
-import _reproducible  # noqa: E402
+from plots import _reproducible  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-from microresult import MicroError, newest_per_platform, results_in  # noqa: E402
+from micro.microresult import MicroError, newest_per_platform, results_in  # noqa: E402
 
 # The data primitives drawn as bandwidth against I/O size, per panel: (family prefix, label).
 COPY_PANEL = [

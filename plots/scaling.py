@@ -1,21 +1,19 @@
 #!/usr/bin/python3
 """Figure 2: IOPS against queue depth, per transport.
 
-  plots/scaling.py [RESULTS] [--out DIR]
+  python3 -m plots.scaling [RESULTS] [--out DIR]
 
 4 KiB random reads with one fio job at every depth the results hold (randread-4k-qd<N>: the
 paper set has 1, 4, 16, 32 and 128), the median over the repetitions with min-max bars;
 null_blk and brd dashed. Writes DIR/scaling.{png,pdf}.
 """
 
-import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproducible  # noqa: E402,F401
+from plots import _reproducible  # noqa: E402,F401
 import matplotlib.pyplot as plt  # noqa: E402
-import _results as R  # noqa: E402
+from plots import _results as R  # noqa: E402
 
 PROG = "plots/scaling.py"
 NAME = re.compile(r"^randread-4k-qd(\d+)$")

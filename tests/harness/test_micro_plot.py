@@ -1,22 +1,19 @@
-"""plots/micro.py and transports/micro/micro-ratio on a small fixture of make micro's JSON:
+"""plots.micro and micro/micro-ratio on a small fixture of make micro's JSON:
 the figure is byte-identical across runs, missing input is a skip (77), ratios are read right."""
 
 import filecmp
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
 import helpers
 
 PY = "/usr/bin/python3"
-PLOT = os.path.join(helpers.TOP, "plots", "micro.py")
-RATIO = os.path.join(helpers.TOP, "transports", "micro", "micro-ratio")
-sys.path.insert(0, os.path.join(helpers.TOP, "transports", "micro"))
+RATIO = os.path.join(helpers.TOP, "micro", "micro-ratio")
 
-import microresult  # noqa: E402
+from micro import microresult  # noqa: E402 (the top of the tree: ctest runs from there)
 
 
 class MicroPlotTest(unittest.TestCase):
@@ -25,8 +22,8 @@ class MicroPlotTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp)
 
     def plot(self, src, out):
-        return subprocess.run([PY, PLOT, src, "--out", out], capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run([PY, "-m", "plots.micro", src, "--out", out], capture_output=True,
+                              text=True, timeout=120, cwd=helpers.TOP)
 
     def test_two_runs_give_identical_files(self):
         src = helpers.fixture_path("micro-host.json")

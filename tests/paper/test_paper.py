@@ -18,7 +18,9 @@ import unittest
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = "/usr/bin/python3"
 REFERENCE = os.path.join(TOP, "results", "reference")
-FIGURES = sorted(f for f in glob.glob(os.path.join(TOP, "plots", "*.py"))
+# Each figure is the module plots.NAME, run from the top of the tree.
+FIGURES = sorted("plots." + os.path.basename(f)[:-3]
+                 for f in glob.glob(os.path.join(TOP, "plots", "*.py"))
                  if not os.path.basename(f).startswith("_"))
 # The figures the paper includes, each from one script.
 PAPER_FIGURES = ("latency", "scaling", "bandwidth", "cpu", "cdf", "forward", "micro")
@@ -38,7 +40,7 @@ class FiguresTest(unittest.TestCase):
         outs = [os.path.join(self.tmp, "a"), os.path.join(self.tmp, "b")]
         for out in outs:
             for script in FIGURES:
-                r = run([script, REFERENCE, "--out", out])
+                r = run(["-m", script, REFERENCE, "--out", out])
                 self.assertEqual(r.returncode, 0, f"{script}: {r.stdout}{r.stderr}")
         for name in PAPER_FIGURES:
             for ext in ("png", "pdf"):
@@ -61,7 +63,7 @@ class FiguresTest(unittest.TestCase):
         empty = os.path.join(self.tmp, "empty")
         os.makedirs(empty)
         for script in FIGURES:
-            r = run([script, empty, "--out", os.path.join(self.tmp, "out")])
+            r = run(["-m", script, empty, "--out", os.path.join(self.tmp, "out")])
             self.assertEqual(r.returncode, 77, f"{script}: {r.stdout}{r.stderr}")
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "out", "latency.png")))
 
@@ -70,7 +72,7 @@ class FiguresTest(unittest.TestCase):
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump({"run_id": "x", "rows": [], "platform": "vm", "accel": "tcg"}, f)
-        r = run([os.path.join("plots", "latency.py"), run_dir, "--out", self.tmp])
+        r = run(["-m", "plots.latency", run_dir, "--out", self.tmp])
         self.assertEqual(r.returncode, 77, r.stdout + r.stderr)
         self.assertIn("skipped", r.stdout)
 
@@ -81,7 +83,7 @@ class NumbersTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp)
 
     def check(self, numbers_tex):
-        return run([os.path.join("paper", "macros.py"), REFERENCE, "--check", numbers_tex])
+        return run(["-m", "paper.macros", REFERENCE, "--check", numbers_tex])
 
     def test_numbers_tex_matches_the_reference(self):
         r = self.check(os.path.join(TOP, "paper", "numbers.tex"))
@@ -99,11 +101,7 @@ class NumbersTest(unittest.TestCase):
         self.assertIn("does not match", r.stderr)
 
     def test_quoted_keys_are_found_outside_comments_only(self):
-        import importlib.util
-        spec = importlib.util.spec_from_file_location(
-            "macros", os.path.join(TOP, "paper", "macros.py"))
-        macros = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(macros)
+        from paper import macros  # the top of the tree: ctest runs from there
         tex = os.path.join(self.tmp, "t.tex")
         with open(tex, "w") as f:
             f.write("a 50\\% share, \\N{no.such.key} % and \\N{hidden.in.a.comment}\n")
@@ -112,7 +110,7 @@ class NumbersTest(unittest.TestCase):
         self.assertEqual(list(used), ["no.such.key"])
 
     def test_the_claims_of_the_text_hold(self):
-        r = run([os.path.join("paper", "macros.py"), REFERENCE, "--list"])
+        r = run(["-m", "paper.macros", REFERENCE, "--list"])
         self.assertEqual(r.returncode, 0, r.stderr)
         keys = {ln.split(" = ", 1)[0]: ln.split(" = ", 1)[1] for ln in r.stdout.splitlines()}
         for q in ("qdonelat", "iops", "cpu", "fwdw1mqd4"):

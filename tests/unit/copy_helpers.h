@@ -11,7 +11,7 @@
 
 #include <uapi/userblk.h>
 
-#include "copy/codec.h"
+#include "transports/desc/codec.h"
 
 namespace userblk::test {
 

@@ -20,7 +20,7 @@
 #include <uapi/userblk.h>
 
 #include "core/mapping.h"
-#include "ring/ring.h"
+#include "transports/ring/ring.h"
 
 namespace userblk::test {
 

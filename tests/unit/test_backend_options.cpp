@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "backends/options.h"
-#include "core/registry.h"
+#include "cli/registry.h"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "backend_fixtures.h"
-#include "core/registry.h"
+#include "cli/registry.h"
 #include <csignal>
 #include <cstdlib>
 #include <sys/wait.h>

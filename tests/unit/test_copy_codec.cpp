@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "copy/codec.h"
+#include "transports/desc/codec.h"
 #include "copy_helpers.h"
 #include "test_util.h"
 

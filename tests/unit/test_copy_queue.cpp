@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
-#include "copy/copy.h"
+#include "transports/copy/copy.h"
 #include "copy_helpers.h"
 #include "core/unique_fd.h"
 #include "test_util.h"

@@ -6,8 +6,8 @@
 
 #include <gtest/gtest.h>
 
-#include "core/kmod.h"
-#include "core/registry.h"
+#include "transports/kmod/kmod.h"
+#include "cli/registry.h"
 
 namespace {
 

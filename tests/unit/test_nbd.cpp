@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include "backend_fixtures.h"
-#include "core/registry.h"
-#include "nbd/nbd.h"
+#include "cli/registry.h"
+#include "baselines/nbd/nbd.h"
+#include "nbd/device.h"
+#include "references/nbdkit.h"
 #include "nbd/server.h"
 #include "nbd/sockets.h"
 #include "test_util.h"

@@ -1,4 +1,4 @@
-// Protocol conformance of our NBD server (transports/nbd/server.h), over a socket pair to a
+// Protocol conformance of our NBD server (nbd/server.h), over a socket pair to a
 // ServerConnection on the ram backend: libnbd as the client (an independent implementation:
 // handshake, reads, writes, flush, FUA, trim, write-zeroes, pipelined requests, disconnect,
 // errors with its strict checks turned off), and raw bytes for what libnbd will not send (bad
@@ -16,7 +16,7 @@
 #include <libnbd.h>
 #include <sys/socket.h>
 
-#include "backends/nbd_client.h"
+#include "nbd/client.h"
 #include "nbd/server.h"
 #include "test_util.h"
 

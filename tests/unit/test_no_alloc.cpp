@@ -10,12 +10,12 @@
 #include <sys/socket.h>
 #include <thread>
 
-#include "backends/nbd_client.h"
-#include "copy/copy.h"
+#include "nbd/client.h"
+#include "transports/copy/copy.h"
 #include "copy_helpers.h"
 #include "core/io.h"
 #include "nbd/server.h"
-#include "ring/ring.h"
+#include "transports/ring/ring.h"
 #include "ring_fake.h"
 #include "test_util.h"
 

@@ -10,10 +10,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "copy/queue_loop.h"
+#include "transports/desc/queue_loop.h"
 #include "copy_helpers.h"
 #include "core/pipes.h"
-#include "pipe/pipe.h"
+#include "transports/pipe/pipe.h"
 #include "test_util.h"
 
 namespace {

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/registry.h"
+#include "cli/registry.h"
 
 namespace {
 

@@ -12,8 +12,8 @@
 #include <gtest/gtest.h>
 
 #include "core/unique_fd.h"
-#include "ring/protocol.h"
-#include "ring/ring.h"
+#include "transports/ring/protocol.h"
+#include "transports/ring/ring.h"
 #include "ring_fake.h"
 #include "test_util.h"
 

@@ -16,10 +16,10 @@
 #include <gtest/gtest.h>
 
 #include "core/io.h"
-#include "core/registry.h"
+#include "cli/registry.h"
 #include "test_util.h"
-#include "ublk/control.h"
-#include "ublk/protocol.h"
+#include "baselines/ublk/control.h"
+#include "baselines/ublk/protocol.h"
 
 namespace {
 

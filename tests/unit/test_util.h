@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "core/backend.h"
-#include "core/registry.h"
+#include "cli/registry.h"
 
 namespace userblk::test {
 

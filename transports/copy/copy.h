@@ -6,7 +6,7 @@
 #include <memory>
 #include <span>
 
-#include "queue_loop.h"
+#include "transports/desc/queue_loop.h"
 
 namespace userblk {
 

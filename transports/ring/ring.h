@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/fault.h"
-#include "core/kmod.h"
+#include "transports/kmod/kmod.h"
 #include "core/mapping.h"
 #include "protocol.h"
 

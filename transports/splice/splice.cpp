@@ -7,7 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "copy/queue_loop.h"
+#include "transports/desc/queue_loop.h"
 #include "core/io.h"
 #include "core/pipes.h"
 

@@ -1,0 +1,181 @@
+// The registries. Adding a transport: its folder, one line in kTransports, and its name in
+// USERBLK_TRANSPORTS (transports/CMakeLists.txt). Adding a backend: its file in backends/, one
+// line in kBackends, and the file in the backends' source list.
+#include "registry.h"
+
+#include <array>
+
+#include "backends/backends.h"
+#include "backends/options.h"
+#include "transports/copy/copy.h"
+#include "baselines/nbd/nbd.h"
+#include "nbd/device.h"
+#include "references/nbdkit.h"
+#include "transports/pipe/pipe.h"
+#include "references/reference.h"
+#include "transports/ring/ring.h"
+#include "transports/splice/splice.h"
+#include "baselines/ublk/ublk.h"
+
+namespace userblk {
+
+namespace {
+
+// clang-format off
+const std::array kTransports = {
+    TransportEntry{"copy", "read()/write() on the queue fd; data copied by the kernel in the same syscalls", &make_copy_transport},
+    TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
+    TransportEntry{"pipe", "descriptors as copy; a pipe per tag carries the data, which the backend can splice without touching it", &make_pipe_transport},
+    TransportEntry{"splice", "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket so forwarded data never enters the daemon", &make_splice_transport},
+    TransportEntry{"ublk", "baseline: upstream ublk_drv (io_uring URING_CMD: FETCH_REQ, COMMIT_AND_FETCH_REQ) served by our ublk server; a buffer per tag", &make_ublk_transport, &remove_ublk_device},
+    TransportEntry{"nbd", "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD server on the Backend", &make_nbd_transport, &remove_nbd_device},
+    TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
+    TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
+    TransportEntry{"nbdkit", "reference: Linux's nbd driver connected to Debian's nbdkit (memory plugin for ram, null for null)", &make_nbdkit_transport, &remove_nbd_device},
+    TransportEntry{"loop", "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)", &make_loop_transport},
+};
+
+const std::array kBackends = {
+    BackendEntry{"null", "reads return zeros, writes are dropped: measures the transport alone", &make_null_backend, kNullOptions},
+    BackendEntry{"ram",  "memory store, allocated up front and backed lazily", &make_ram_backend, kRamOptions},
+    BackendEntry{"file", "a regular file (file:path=FILE); splices between pipe and file", &make_file_backend, kFileOptions, &describe_file_backend},
+    BackendEntry{"forward", "a remote NBD server over TCP (forward:host=H,port=P,export=E); splices between pipe and socket", &make_forward_backend, kForwardOptions, &describe_forward_backend},
+};
+// clang-format on
+
+template <class Entry, std::size_t N>
+const Entry* find(const std::array<Entry, N>& table, std::string_view name) noexcept {
+    for (const auto& e : table) {
+        if (e.name == name) {
+            return &e;
+        }
+    }
+    return nullptr;
+}
+
+template <class Entry, std::size_t N>
+std::string names(const std::array<Entry, N>& table) {
+    std::string out;
+    for (const auto& e : table) {
+        if (!out.empty()) {
+            out += ", ";
+        }
+        out += e.name;
+    }
+    return out;
+}
+
+} // namespace
+
+std::span<const TransportEntry> transports() noexcept {
+    return kTransports;
+}
+
+const TransportEntry* find_transport(std::string_view name) noexcept {
+    return find(kTransports, name);
+}
+
+std::span<const BackendEntry> backends() noexcept {
+    return kBackends;
+}
+
+const BackendEntry* find_backend(std::string_view name) noexcept {
+    return find(kBackends, name);
+}
+
+std::string transport_names() {
+    return names(kTransports);
+}
+
+std::string backend_names() {
+    return names(kBackends);
+}
+
+Capabilities describe_transport(const TransportEntry& entry) {
+    Capabilities caps;
+    caps.set("name", entry.name);
+    caps.set("summary", entry.summary);
+    entry.make()->describe(caps);
+    return caps;
+}
+
+bool transport_polls(const TransportEntry& entry) {
+    return describe_transport(entry).get("polling") == "1";
+}
+
+std::string polling_transport_names() {
+    std::string out;
+    for (const auto& t : kTransports) {
+        if (transport_polls(t)) {
+            out += (out.empty() ? "" : ", ") + std::string(t.name);
+        }
+    }
+    return out.empty() ? "none" : out;
+}
+
+Capabilities describe_backend(const BackendEntry& entry) {
+    Capabilities caps;
+    caps.set("name", entry.name);
+    caps.set("summary", entry.summary);
+    caps.set("options", option_keys(entry.options));
+    if (entry.describe != nullptr) {
+        entry.describe(caps); // says native_pipe itself
+        return caps;
+    }
+    auto backend = entry.make(BackendConfig{});
+    if (backend.ok()) {
+        caps.set_flag("native_pipe", backend.value()->native_pipe());
+        backend.value()->describe(caps);
+    }
+    return caps;
+}
+
+std::optional<BackendSpec> parse_backend_spec(std::string_view spec, std::string* error) {
+    auto fail = [&](std::string why) -> std::optional<BackendSpec> {
+        if (error != nullptr) {
+            *error = std::move(why);
+        }
+        return std::nullopt;
+    };
+    BackendSpec out;
+    std::size_t colon = spec.find(':');
+    out.name = std::string(spec.substr(0, colon));
+    if (out.name.empty()) {
+        return fail("expected NAME[:KEY=VALUE,...], got no name");
+    }
+    if (colon == std::string_view::npos) {
+        return out;
+    }
+    std::string_view rest = spec.substr(colon + 1);
+    if (rest.empty()) {
+        return fail("expected KEY=VALUE after '" + out.name + ":'");
+    }
+    while (true) {
+        std::size_t comma = rest.find(',');
+        std::string_view item = rest.substr(0, comma);
+        std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos || eq == 0) {
+            return fail("expected KEY=VALUE, got '" + std::string(item) + "'");
+        }
+        std::string_view key = item.substr(0, eq);
+        if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") !=
+            std::string_view::npos) {
+            return fail("invalid key '" + std::string(key) +
+                        "' (lower-case letters, digits, '-' and '_')");
+        }
+        if (!out.options.emplace(key, item.substr(eq + 1)).second) {
+            return fail("'" + std::string(key) + "' is given twice");
+        }
+        if (comma == std::string_view::npos) {
+            return out;
+        }
+        rest = rest.substr(comma + 1);
+    }
+}
+
+Status check_backend_options(const BackendEntry& entry,
+                             const decltype(BackendConfig::options)& options) {
+    return check_options(entry.name, options, entry.options);
+}
+
+} // namespace userblk

@@ -1,0 +1,125 @@
+// The serve loop shared by the transports whose queue fd speaks copy's format (copy, pipe,
+// splice): read() a batch of requests, answer them, write() the completions in as few calls as
+// the completion buffer allows. QueueLoop owns the loop and the completion batch; CopyQueue
+// (copy.h) handles batches whose entries carry data inline, DescQueue (here) batches of bare
+// descriptors, whose data the transport moves elsewhere (a pipe per tag, a data fd).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "codec.h"
+#include "core/fault.h"
+#include "transports/kmod/kmod.h"
+#include "core/mapping.h"
+
+namespace userblk::copy {
+
+/// What one batch came to.
+enum class BatchStatus : std::uint8_t {
+    served,      ///< every request answered (or dropped as malformed and counted)
+    device_gone, ///< the device died while answering: stop serving, successfully
+    failed,      ///< the kernel broke the contract; error holds the errno
+};
+
+struct BatchResult {
+    BatchStatus status = BatchStatus::served;
+    int error = 0;
+};
+
+/// A queue's request and completion buffers, allocated before its worker is built.
+struct QueueBuffers {
+    Mapping requests;
+    Mapping completions;
+    /// Two buffers of size bytes each for queue q; name prefixes the error message.
+    static Result<QueueBuffers> allocate(const KmodQueue& q, std::size_t size,
+                                         const std::string& name);
+};
+
+class QueueLoop : public KmodQueueWorker {
+public:
+    /// read() a batch, handle_batch(), until end of file, ENODEV, or an error.
+    Status run(std::stop_token stop) override;
+
+    /// Answers every request of one batch (as read() returned it) and writes the completions to
+    /// sink. Allocates nothing.
+    virtual BatchResult handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept = 0;
+
+    /// The buffer read() fills.
+    [[nodiscard]] std::span<std::byte> request_buffer() const noexcept { return requests_.bytes(); }
+
+protected:
+    /// name prefixes messages ("copy: queue 0: ..."); fault is the device's fault mode (none
+    /// unless `userblk add --fault`).
+    QueueLoop(KmodQueue& q, std::string name, QueueBuffers buffers, const FaultConfig& fault);
+
+    /// Sends the completions gathered in batch_ and counts them.
+    BatchResult flush(CompletionSink& sink) noexcept;
+    /// Counts one received batch of count requests (if any) and flushes.
+    BatchResult end_batch(std::uint64_t count, CompletionSink& sink) noexcept;
+    /// Logs a problem of this queue, capped so a broken kernel cannot flood the log.
+    void note(const char* what, int err, std::uint16_t tag) noexcept;
+
+    // The fault hooks (core/fault.h), called only when fault_.armed(). A faulty completion is
+    // fault_prefix(), then the real entry (its result replaced if that returns one), then
+    // fault_suffix(). drop, stall and exit happen in fault_prefix() (drop: the caller skips the
+    // request when it returns drop_it).
+    struct FaultPlan {
+        bool drop_it = false;               ///< send nothing for this request
+        std::optional<std::int32_t> result; ///< send this result instead of the real one
+    };
+    /// Sends what comes before the real completion of d (wrong tags, refused results), or
+    /// stalls, or exits; flushes first where the fault needs the batch out.
+    FaultPlan fault_prefix(FaultKind f, const userblk_io_desc& d, CompletionSink& sink) noexcept;
+    /// Sends what comes after the real completion (a duplicate, now or in the next batch).
+    void fault_suffix(FaultKind f, const userblk_io_desc& d, std::int32_t res,
+                      CompletionSink& sink) noexcept;
+    /// Sends the duplicate a fault kept for this batch, if any.
+    void fault_pending(CompletionSink& sink) noexcept;
+    /// Adds a completion without data, flushing first if the batch is full.
+    void put(const userblk_io_desc& d, std::int32_t res, CompletionSink& sink) noexcept;
+
+    KmodQueue& q_;
+    CompletionBatch batch_;
+    FaultInjector fault_;
+
+private:
+    std::string name_;
+    Mapping requests_;
+    Mapping completions_;
+    std::vector<std::uint32_t> entry_sizes_;
+    std::uint32_t notes_ = 0;
+    std::optional<userblk_io_desc> dup_; ///< a duplicate completion owed to the next batch
+};
+
+/// The request and completion buffers of a descriptor-only queue (depth entries, page rounded).
+std::size_t desc_buffer_size(std::uint32_t queue_depth) noexcept;
+
+/// The loop of the transports whose read() returns bare descriptors (pipe, splice).
+class DescQueue : public QueueLoop {
+public:
+    BatchResult handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept override;
+
+protected:
+    /// buffers of desc_buffer_size(depth) each.
+    DescQueue(KmodQueue& q, std::string name, QueueBuffers buffers, const FaultConfig& fault = {})
+        : QueueLoop(q, std::move(name), std::move(buffers), fault) {}
+
+    /// Runs one well-formed request, moving its data; returns its result (0 or -errno).
+    virtual int serve(const userblk_io_desc& desc) noexcept = 0;
+    /// The short fault: runs a READ but hands the kernel fewer bytes than len, and returns 0 as
+    /// if all were there. Required for a transport that lists short in faults=.
+    virtual int serve_short(const userblk_io_desc& desc) noexcept { return serve(desc); }
+    /// Throws away the data a READ answered with an error left behind (a pipe's). Optional.
+    virtual void discard(const userblk_io_desc& /*desc*/) noexcept {}
+
+private:
+    /// Serves and answers d under the fault mode.
+    void serve_faulty(const userblk_io_desc& d, CompletionSink& sink) noexcept;
+};
+
+} // namespace userblk::copy
