@@ -1,6 +1,7 @@
 # userblk: the front door. `make help` lists the targets.
 SHELL     := /bin/bash
 PY        := /usr/bin/python3
+comma     := ,
 # SANITIZE=address: the user space with ASan and UBSan, in its own folder (docs/reliability.md).
 SANITIZE  ?=
 BUILD     ?= $(if $(SANITIZE),build-asan,build)
@@ -185,6 +186,6 @@ fuzz: configure $(KERNEL_DEP)
 	cmake --build $(BUILD) -j $(JOBS) --target $(if $(CONCURRENT),userblk_race_fuzz,userblk_fuzz)
 	@harness/platform run --quiet --timeout $$(( 4 * ($(FUZZ_SECONDS) + 900) )) \
 		--env USERBLK_BUILD=$(abspath $(BUILD)) -- \
-		$(PY) tests/vm/fuzz.py $(foreach t,$(or $(TRANSPORT),copy ring pipe splice),--transport $(t)) \
+		$(PY) tests/vm/fuzz.py $(foreach t,$(subst $(comma), ,$(TRANSPORT)),--transport $(t)) \
 		--iterations $(ITER) --seconds $(FUZZ_SECONDS) $(if $(SEED),--seed $(SEED)) \
 		$(if $(CONCURRENT),--concurrent)

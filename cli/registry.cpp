@@ -1,40 +1,27 @@
-// The registries. Adding a transport: its folder, one line in kTransports, and its name in
-// USERBLK_TRANSPORTS (transports/CMakeLists.txt). Adding a backend: its file in backends/, one
-// line in kBackends, and the file in the backends' source list.
+// The registries: every transport and backend, by name. The transports' table is generated
+// (registry_entries.inc, from USERBLK_KMOD_TRANSPORTS, USERBLK_BASELINES and USERBLK_REFERENCES in
+// CMake): each transport defines its own entry, in its own folder, and is listed nowhere else.
+// Adding a backend: its file in backends/, one line in kBackends, and the file in the backends'
+// source list.
 #include "registry.h"
 
 #include <array>
 
 #include "backends/backends.h"
 #include "backends/options.h"
-#include "transports/copy/copy.h"
-#include "baselines/nbd/nbd.h"
-#include "nbd/device.h"
-#include "references/nbdkit.h"
-#include "transports/pipe/pipe.h"
-#include "references/reference.h"
-#include "transports/ring/ring.h"
-#include "transports/splice/splice.h"
-#include "baselines/ublk/ublk.h"
 
 namespace userblk {
 
+// Declares every transport_entry_<name> and defines USERBLK_TRANSPORT_ENTRIES, their list.
+#include "registry_entries.inc"
+
 namespace {
 
-// clang-format off
-const std::array kTransports = {
-    TransportEntry{"copy", "read()/write() on the queue fd; data copied by the kernel in the same syscalls", &make_copy_transport},
-    TransportEntry{"ring", "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one RING_ENTER per batch; optional busy-poll", &make_ring_transport},
-    TransportEntry{"pipe", "descriptors as copy; a pipe per tag carries the data, which the backend can splice without touching it", &make_pipe_transport},
-    TransportEntry{"splice", "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket so forwarded data never enters the daemon", &make_splice_transport},
-    TransportEntry{"ublk", "baseline: upstream ublk_drv (io_uring URING_CMD: FETCH_REQ, COMMIT_AND_FETCH_REQ) served by our ublk server; a buffer per tag", &make_ublk_transport, &remove_ublk_device},
-    TransportEntry{"nbd", "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD server on the Backend", &make_nbd_transport, &remove_nbd_device},
-    TransportEntry{"null_blk", "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)", &make_null_blk_transport},
-    TransportEntry{"brd", "reference: the kernel's RAM disk (the memory ceiling)", &make_brd_transport},
-    TransportEntry{"nbdkit", "reference: Linux's nbd driver connected to Debian's nbdkit (memory plugin for ram, null for null)", &make_nbdkit_transport, &remove_nbd_device},
-    TransportEntry{"loop", "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)", &make_loop_transport},
-};
+// Copies of the entries, made when the program starts (each entry is constant-initialized in
+// its own folder, so it is whole by then).
+const std::array kTransports = {USERBLK_TRANSPORT_ENTRIES};
 
+// clang-format off
 const std::array kBackends = {
     BackendEntry{"null", "reads return zeros, writes are dropped: measures the transport alone", &make_null_backend, kNullOptions},
     BackendEntry{"ram",  "memory store, allocated up front and backed lazily", &make_ram_backend, kRamOptions},
@@ -91,10 +78,24 @@ std::string backend_names() {
     return names(kBackends);
 }
 
+const TransportEntry* find_transport_by_mode(std::uint32_t mode) noexcept {
+    for (const auto& e : kTransports) {
+        if (e.kind == TransportKind::userblk && e.mode == mode) {
+            return &e;
+        }
+    }
+    return nullptr;
+}
+
 Capabilities describe_transport(const TransportEntry& entry) {
     Capabilities caps;
     caps.set("name", entry.name);
+    caps.set("kind", kind_name(entry.kind));
     caps.set("summary", entry.summary);
+    if (entry.kind == TransportKind::userblk) {
+        caps.set("mode", entry.name);
+        caps.set_number("mode_number", entry.mode);
+    }
     entry.make()->describe(caps);
     return caps;
 }

@@ -13,18 +13,6 @@
 
 namespace userblk {
 
-/// One registered transport. The name is the one string used everywhere: TRANSPORT=, the kmod
-/// mode, the folder and the results key.
-struct TransportEntry {
-    std::string_view name;
-    std::string_view summary;             ///< one line for --dump-transport
-    std::unique_ptr<Transport> (*make)(); ///< a fresh object, for one device
-    /// Deletes device id from outside its daemon (`userblk del --transport NAME ID`), for a
-    /// transport whose devices are not userblk.ko's (ublk). Optional: nullptr = userblk.ko's
-    /// DEL_DEV.
-    Status (*remove)(std::uint32_t id) = nullptr;
-};
-
 /// One registered backend.
 struct BackendEntry {
     std::string_view name;
@@ -43,10 +31,12 @@ struct BackendSpec {
     decltype(BackendConfig::options) options;
 };
 
-/// Every transport, in table order.
+/// Every transport, in table order: the userblk.ko transports, the baselines, the references.
 std::span<const TransportEntry> transports() noexcept;
 /// The transport called name, or nullptr.
 const TransportEntry* find_transport(std::string_view name) noexcept;
+/// The userblk transport whose userblk.ko mode is mode, or nullptr.
+const TransportEntry* find_transport_by_mode(std::uint32_t mode) noexcept;
 
 /// Every backend, in table order.
 std::span<const BackendEntry> backends() noexcept;
@@ -57,7 +47,8 @@ const BackendEntry* find_backend(std::string_view name) noexcept;
 std::string transport_names();
 std::string backend_names();
 
-/// name=, summary=, then the transport's own lines.
+/// name=, kind=, summary=, for a userblk transport mode= (its name) and mode_number=, then the
+/// transport's own lines.
 Capabilities describe_transport(const TransportEntry& entry);
 
 /// Whether the transport can busy-poll (its capability polling=1), so DeviceConfig::poll_us

@@ -811,7 +811,9 @@ int cmd_list() {
             return fail(kExitFailure, info.status().message());
         }
         const userblk_dev_config& c = info.value();
-        std::printf("%u %s %s %s %u %u %s\n", id, disk_path(id).c_str(), mode_name(c.mode).c_str(),
+        const TransportEntry* t = find_transport_by_mode(c.mode);
+        std::string mode = t != nullptr ? std::string(t->name) : "mode" + std::to_string(c.mode);
+        std::printf("%u %s %s %s %u %u %s\n", id, disk_path(id).c_str(), mode.c_str(),
                     format_size(c.size).c_str(), c.nr_queues, c.queue_depth,
                     state_name(c.state).c_str());
     }

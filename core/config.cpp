@@ -96,21 +96,6 @@ std::string format_features(std::uint64_t features) {
     return out;
 }
 
-std::string mode_name(std::uint32_t mode) {
-    switch (mode) {
-    case USERBLK_MODE_COPY:
-        return "copy";
-    case USERBLK_MODE_RING:
-        return "ring";
-    case USERBLK_MODE_PIPE:
-        return "pipe";
-    case USERBLK_MODE_SPLICE:
-        return "splice";
-    default:
-        return "mode" + std::to_string(mode);
-    }
-}
-
 std::string state_name(std::uint32_t state) {
     switch (state) {
     case USERBLK_STATE_ADDED:

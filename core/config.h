@@ -66,8 +66,6 @@ std::string_view socket_kind_name(SocketKind kind) noexcept;
 /// The SocketKind of "unix" or "tcp"; nullopt for anything else.
 std::optional<SocketKind> parse_socket_kind(std::string_view name) noexcept;
 
-/// "copy", "ring", "pipe", "splice", or "mode<N>" for a mode this build does not know.
-std::string mode_name(std::uint32_t mode);
 
 /// "added", "live", "dead", or "state<N>".
 std::string state_name(std::uint32_t state);

@@ -1,7 +1,9 @@
 // The Transport interface: how a device's requests and their data cross the kernel/user boundary.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <stop_token>
 #include <string_view>
@@ -50,6 +52,34 @@ public:
     /// empty, needs_backend() is false and create() reads the name from DeviceConfig::backend,
     /// which `userblk add --backend` must give. Optional: default none.
     [[nodiscard]] virtual std::span<const std::string_view> own_backends() const { return {}; }
+};
+
+/// What a transport is to the study: a typed field of its registry entry (`kind=` in
+/// `userblk --dump-transport`), which the harness, the plots and the tests read.
+enum class TransportKind {
+    userblk,   ///< a mode of userblk.ko, one of the transports under study (transports/)
+    baseline,  ///< an upstream kernel driver served by our code on a Backend (baselines/)
+    reference, ///< a device to measure against, not served by a Backend (references/)
+};
+
+/// "userblk", "baseline" or "reference".
+std::string_view kind_name(TransportKind kind) noexcept;
+
+/// One transport as the registry lists it. Each is defined once, in its own folder, as
+/// `transport_entry_<name>`; cli/CMakeLists.txt generates the registry's table from the names
+/// in USERBLK_KMOD_TRANSPORTS, USERBLK_BASELINES and USERBLK_REFERENCES. The name is the one
+/// string used everywhere: TRANSPORT=, the folder, the results key.
+struct TransportEntry {
+    std::string_view name;
+    TransportKind kind = TransportKind::userblk;
+    /// The userblk.ko mode (USERBLK_MODE_* of the uapi) of a userblk transport; 0 for others.
+    std::uint32_t mode = 0;
+    std::string_view summary;             ///< one line for --dump-transport
+    std::unique_ptr<Transport> (*make)(); ///< a fresh object, for one device
+    /// Deletes device id from outside its daemon (`userblk del --transport NAME ID`), for a
+    /// transport whose devices are not userblk.ko's (ublk). Optional: nullptr = userblk.ko's
+    /// DEL_DEV.
+    Status (*remove)(std::uint32_t id) = nullptr;
 };
 
 } // namespace userblk

@@ -718,7 +718,7 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	if (!tr) {
 		pr_warn_ratelimited("ADD_DEV: transport mode %u is not built into this module\n",
 				    cfg.mode);
-		return cfg.mode >= USERBLK_MODE_COPY && cfg.mode <= USERBLK_MODE_SPLICE ?
+		return cfg.mode >= USERBLK_MODE_COPY && cfg.mode < USERBLK_MODE_END ?
 			-EOPNOTSUPP : -EINVAL;
 	}
 	/* blk-mq maps no more hardware queues than possible CPUs (one map). */

@@ -239,4 +239,11 @@ std::unique_ptr<Transport> make_loop_transport() {
     return std::make_unique<Loop>();
 }
 
+const TransportEntry transport_entry_loop{
+    .name = "loop",
+    .kind = TransportKind::reference,
+    .summary = "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)",
+    .make = &make_loop_transport,
+};
+
 } // namespace userblk

@@ -200,7 +200,6 @@ public:
     ~NbdkitTransport() override { (void)destroy(); }
 
     void describe(Capabilities& caps) const override {
-        caps.set("kind", "reference");
         caps.set("backends", "null,ram");
         caps.set("backend", "by name, served by nbdkit's own plugins: ram -> memory "
                             "(allocator=malloc, a flat array), null -> null; no Backend object");
@@ -336,5 +335,14 @@ private:
 std::unique_ptr<Transport> make_nbdkit_transport() {
     return std::make_unique<NbdkitTransport>();
 }
+
+const TransportEntry transport_entry_nbdkit{
+    .name = "nbdkit",
+    .kind = TransportKind::reference,
+    .summary = "reference: Linux's nbd driver connected to Debian's nbdkit (memory plugin for ram, null "
+               "for null)",
+    .make = &make_nbdkit_transport,
+    .remove = &remove_nbd_device,
+};
 
 } // namespace userblk

@@ -8,7 +8,6 @@
 namespace userblk::reference {
 
 void KernelReference::describe(Capabilities& caps) const {
-    caps.set("kind", "reference");
     caps.set("backend", "none: the kernel serves the device itself");
     caps.set("daemon", "none: no user space on the I/O path");
     describe_device(caps);

@@ -16,8 +16,14 @@ namespace userblk {
 
 /// The registry's factories.
 std::unique_ptr<Transport> make_null_blk_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_null_blk;
 std::unique_ptr<Transport> make_brd_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_brd;
 std::unique_ptr<Transport> make_loop_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_loop;
 
 namespace reference {
 

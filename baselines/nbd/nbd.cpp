@@ -37,7 +37,6 @@ public:
     ~NbdTransport() override { (void)destroy(); }
 
     void describe(Capabilities& caps) const override {
-        caps.set("kind", "baseline");
         describe_kernel_side(caps);
         caps.set("server", "ours (nbd/server.cpp) on the Backend: one thread and "
                            "one connection per queue, requests served in order");
@@ -215,5 +214,14 @@ private:
 std::unique_ptr<Transport> make_nbd_transport() {
     return std::make_unique<NbdTransport>();
 }
+
+const TransportEntry transport_entry_nbd{
+    .name = "nbd",
+    .kind = TransportKind::baseline,
+    .summary = "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD "
+               "server on the Backend",
+    .make = &make_nbd_transport,
+    .remove = &remove_nbd_device,
+};
 
 } // namespace userblk

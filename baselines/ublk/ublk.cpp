@@ -337,7 +337,6 @@ private:
 };
 
 void UblkTransport::describe(Capabilities& caps) const {
-    caps.set("kind", "baseline");
     caps.set("kernel", "ublk_drv (upstream Linux; built out of tree from linux-source-6.1 when the "
                        "kernel lacks CONFIG_BLK_DEV_UBLK)");
     caps.set("module_loading", "the kernel's own ublk_drv if present or modprobe finds it, else "
@@ -617,6 +616,15 @@ Status UblkTransport::destroy() {
 std::unique_ptr<Transport> make_ublk_transport() {
     return std::make_unique<UblkTransport>();
 }
+
+const TransportEntry transport_entry_ublk{
+    .name = "ublk",
+    .kind = TransportKind::baseline,
+    .summary = "baseline: upstream ublk_drv (io_uring URING_CMD: FETCH_REQ, COMMIT_AND_FETCH_REQ) served "
+               "by our ublk server; a buffer per tag",
+    .make = &make_ublk_transport,
+    .remove = &remove_ublk_device,
+};
 
 Status remove_ublk_device(std::uint32_t id) {
     return ublk::remove_device(id);

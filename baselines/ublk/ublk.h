@@ -21,6 +21,8 @@ namespace userblk {
 
 /// The registry's factory.
 std::unique_ptr<Transport> make_ublk_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_ublk;
 
 /// The registry's delete hook: DEL_DEV of ublk device id from outside its daemon.
 Status remove_ublk_device(std::uint32_t id);

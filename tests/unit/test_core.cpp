@@ -131,10 +131,7 @@ TEST(Features, ParseAndFormat) {
     EXPECT_EQ(format_features(USERBLK_F_DISCARD | (1ULL << 9)), "discard,0x200");
 }
 
-TEST(Names, ModesStatesAndPaths) {
-    EXPECT_EQ(mode_name(USERBLK_MODE_COPY), "copy");
-    EXPECT_EQ(mode_name(USERBLK_MODE_SPLICE), "splice");
-    EXPECT_EQ(mode_name(9), "mode9");
+TEST(Names, StatesAndPaths) {
     EXPECT_EQ(state_name(USERBLK_STATE_LIVE), "live");
     EXPECT_EQ(state_name(USERBLK_STATE_DEAD), "dead");
     EXPECT_EQ(state_name(0), "state0");

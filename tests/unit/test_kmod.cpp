@@ -120,7 +120,10 @@ TEST(ExplainAddDev, NamesTheOffendingValue) {
 TEST(ExplainAddDev, OtherErrnos) {
     EXPECT_EQ(explain({.size = 1 << 20, .dev_id = 3}, EEXIST), "device id 3 is taken");
     EXPECT_EQ(explain({.size = 1 << 20}, EOPNOTSUPP),
-              "the loaded userblk.ko does not serve mode copy");
+              "the loaded userblk.ko does not serve mode 1: built without it? The kernel log says");
+    EXPECT_EQ(explain_add_dev(EOPNOTSUPP, to_uapi({.size = 1 << 20}, USERBLK_MODE_COPY), "copy"),
+              "the loaded userblk.ko does not serve mode 1 (copy): built without it? The kernel "
+              "log says");
     EXPECT_EQ(explain({.size = 1 << 20}, EPERM),
               "run as root (CAP_SYS_ADMIN); a device belongs to the process that added it "
               "(`userblk del ID` acts on anyone's)");

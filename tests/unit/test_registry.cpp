@@ -84,6 +84,26 @@ TEST(Registry, KmodTransportsNameTheirMode) {
     }
 }
 
+TEST(Registry, EveryModeOfTheUapiIsOneUserblkTransport) {
+    // The uapi's modes run from USERBLK_MODE_COPY to the end marker; each is exactly one entry.
+    for (std::uint32_t m = USERBLK_MODE_COPY; m < USERBLK_MODE_END; ++m) {
+        const TransportEntry* t = find_transport_by_mode(m);
+        ASSERT_NE(t, nullptr) << "mode " << m;
+        EXPECT_EQ(t->kind, TransportKind::userblk) << t->name;
+        int same = 0;
+        for (const auto& e : transports()) {
+            same += e.kind == TransportKind::userblk && e.mode == m;
+        }
+        EXPECT_EQ(same, 1) << "mode " << m;
+    }
+    EXPECT_EQ(find_transport_by_mode(0), nullptr);
+    EXPECT_EQ(find_transport_by_mode(USERBLK_MODE_END), nullptr);
+    for (const auto& e : transports()) {
+        EXPECT_EQ(e.kind == TransportKind::userblk, e.mode != 0) << e.name;
+        EXPECT_EQ(describe_transport(e).get("kind"), kind_name(e.kind)) << e.name;
+    }
+}
+
 TEST(Registry, PollingIsReadFromTheCapabilities) {
     EXPECT_TRUE(transport_polls(*find_transport("ring")));
     EXPECT_FALSE(transport_polls(*find_transport("copy")));

@@ -1,7 +1,7 @@
 // userblk_fuzz: random and boundary values at every ioctl of userblk.ko and at the queue and
 // data fds of one transport, while devices come and go and O_DIRECT I/O is in flight.
 //
-//   userblk_fuzz --transport copy|ring|pipe|splice [--seed S] [--iterations N] [--seconds S]
+//   userblk_fuzz --transport NAME [--seed S] [--iterations N] [--seconds S]
 //
 // Runs as root where userblk.ko is loaded (tests/vm/fuzz.py loads it and checks the kernel log).
 // One main thread draws every action from a seeded generator: devices are added (good or
@@ -52,6 +52,8 @@
 #include <vector>
 
 #include <uapi/userblk.h>
+
+#include "registry_mode.h"
 
 namespace {
 
@@ -395,14 +397,7 @@ struct Device {
 std::mutex g_disks_mutex;
 std::vector<std::string> g_disks;
 
-const char* transport_names[] = {"", "copy", "ring", "pipe", "splice"};
-
-uint32_t mode_of(const std::string& name) {
-    for (uint32_t m = 1; m <= 4; m++)
-        if (name == transport_names[m])
-            return m;
-    return 0;
-}
+using userblk_test::mode_of;
 
 // -- probing mappings the kernel gave us -------------------------------------------------
 
@@ -688,7 +683,7 @@ private:
                                          : static_cast<uint32_t>(v);
                 break;
             case 2:
-                c.mode = static_cast<uint32_t>(r_.chance(50) ? r_.below(6) : v);
+                c.mode = static_cast<uint32_t>(r_.chance(50) ? r_.below(USERBLK_MODE_END + 1) : v);
                 break;
             case 3:
                 c.logical_block_size = static_cast<uint32_t>(v);
@@ -1088,8 +1083,8 @@ private:
             answered_++;
         }
         long w = out.empty() ? 0 : x_write(q.fd.fd, out.data(), out.size() * sizeof(out[0]));
-        note("serve %s dev %u q %u: read %ld, answered %zu -> %ld", transport_names[q.cfg.mode],
-             q.dev_id, q.id, n, out.size(), w);
+        note("serve mode %u dev %u q %u: read %ld, answered %zu -> %ld", q.cfg.mode, q.dev_id,
+             q.id, n, out.size(), w);
     }
 
     void serve_ring(Queue& q) {
@@ -1562,7 +1557,7 @@ void io_thread(int index, uint64_t seed) {
 
 void usage(FILE* f) {
     std::fprintf(f,
-                 "usage: userblk_fuzz --transport copy|ring|pipe|splice [--seed S] "
+                 "usage: userblk_fuzz --transport NAME [--seed S] "
                  "[--iterations N] [--seconds S] [--trace]\n"
                  "Random and boundary values at every ioctl of userblk.ko and at its queue and "
                  "data fds,\nwith devices coming and going and O_DIRECT I/O in flight. Needs "
@@ -1614,7 +1609,8 @@ int main(int argc, char** argv) {
     uint32_t mode = mode_of(transport);
     if (mode == 0) {
         std::fprintf(stderr,
-                     "userblk_fuzz: --transport must be copy, ring, pipe or splice, not '%s'\n",
+                     "userblk_fuzz: --transport %s is not a userblk.ko transport (userblk "
+                     "--list-transports; kind=userblk in --dump-transport)\n",
                      transport.c_str());
         return 2;
     }

@@ -4,8 +4,10 @@ inside the platform and judge the kernel after each.
 
 Runs inside the platform (the VM or a native host), as root:
 
-    harness/platform run -- tests/vm/fuzz.py --transport copy [--transport ring ...]
+    harness/platform run -- tests/vm/fuzz.py [--transport copy --transport ring ...]
         --iterations 1500 [--seed S] [--concurrent]
+
+Without --transport, every userblk.ko transport of the registry (kind=userblk).
 
 Loads userblk.ko from USERBLK_KMOD_DIR unless it is loaded, writes a marker into the kernel
 log, runs $USERBLK_BUILD/tests/vm/userblk_fuzz, unloads the module again (a reference the
@@ -29,7 +31,7 @@ FUZZ = os.path.join(BUILD, "tests", "vm", "userblk_fuzz")
 RACE_FUZZ = os.path.join(BUILD, "tests", "vm", "userblk_race_fuzz")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from suite import dmesg, kmsg, load_module  # noqa: E402  (the generic suite's helpers)
+from suite import dmesg, kmsg, load_module, transports  # noqa: E402  (the suite's helpers)
 
 
 def unload_module():
@@ -102,8 +104,8 @@ def fuzz_one(fuzz, transport, a, seed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transport", required=True, action="append",
-                    choices=["copy", "ring", "pipe", "splice"], help="repeatable")
+    ap.add_argument("--transport", action="append",
+                    help="a userblk.ko transport, repeatable (default: every one)")
     ap.add_argument("--iterations", type=int, default=1500,
                     help="actions (default 1500); --concurrent: control operations in all")
     ap.add_argument("--seconds", type=float, default=45,
@@ -120,8 +122,15 @@ def main():
     if not os.access(fuzz, os.X_OK):
         print(f"FAIL: {fuzz} is missing: build the {os.path.basename(fuzz)} target of {BUILD}")
         return 1
+    known = transports(kind="userblk")
+    names = a.transport or known
+    unknown = [t for t in names if t not in known]
+    if unknown:
+        print(f"FAIL: not a userblk.ko transport: {', '.join(unknown)} (they are: "
+              f"{', '.join(known)})")
+        return 2
     seed = a.seed if a.seed is not None else random.randrange(1, 1 << 48)
-    results = [fuzz_one(fuzz, t, a, seed) for t in a.transport]
+    results = [fuzz_one(fuzz, t, a, seed) for t in names]
     if 1 in results:
         return 1
     if all(r == 77 for r in results):

@@ -1,6 +1,6 @@
 // userblk_race_fuzz: the control path of userblk.ko from many threads at once.
 //
-//   userblk_race_fuzz --transport copy|ring|pipe|splice [--seed S] [--iterations N]
+//   userblk_race_fuzz --transport NAME [--seed S] [--iterations N]
 //                     [--seconds S] [--threads T]
 //
 // T threads (default 8, at least 8 for a run that counts) each draw control operations from a
@@ -341,7 +341,7 @@ void io_thread(int t, uint64_t seed) {
 }
 
 void usage(FILE* f) {
-    std::fprintf(f, "usage: userblk_race_fuzz --transport copy|ring|pipe|splice [--seed S] "
+    std::fprintf(f, "usage: userblk_race_fuzz --transport NAME (a userblk.ko transport) [--seed S] "
                     "[--iterations N] [--seconds S] [--threads T]\n");
 }
 

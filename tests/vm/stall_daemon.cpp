@@ -1,7 +1,7 @@
 // userblk_stall_daemon: a fake daemon that serves one userblk.ko device until its first request
 // and then stalls the kernel on purpose, for suite.py's test of what fio sees then.
 //
-//   userblk_stall_daemon --transport copy|ring|pipe|splice [--timeout-ms N] [--how HOW]
+//   userblk_stall_daemon --transport NAME [--timeout-ms N] [--how HOW]
 //
 // HOW (default by transport):
 //   uffd       (copy, splice) the daemon's read() of descriptors (copy: a WRITE's data with
@@ -43,7 +43,7 @@ int die(const char* what) {
 }
 
 void usage(FILE* f) {
-    std::fprintf(f, "usage: userblk_stall_daemon --transport copy|ring|pipe|splice "
+    std::fprintf(f, "usage: userblk_stall_daemon --transport NAME (a userblk.ko transport) "
                     "[--timeout-ms N] [--how uffd|pipe-lock|none]\n");
 }
 

@@ -616,10 +616,13 @@ def backend_capabilities(backend):
     return _key_values(run([USERBLK, "--dump-backend", backend]).stdout)
 
 
-def transports():
-    """Every registered transport that is not a reference (--transport names those)."""
+def transports(kind=None):
+    """Every registered transport that is not a reference (--transport names those), or, with
+    kind, those of that kind (kind= of --dump-transport: userblk, baseline, reference)."""
     r = run([USERBLK, "--list-transports"])
     names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    if kind is not None:
+        return [n for n in names if capabilities(n).get("kind") == kind]
     return [n for n in names if capabilities(n).get("kind") != "reference"]
 
 

@@ -21,6 +21,8 @@
 
 #include <uapi/userblk.h>
 
+#include "registry_mode.h"
+
 namespace userblk_test {
 
 
@@ -28,17 +30,6 @@ inline std::string g_transport = "copy";
 // An address no process maps, hidden from the compiler's buffer checks.
 inline void* volatile g_bad_ptr = reinterpret_cast<void*>(16);
 
-inline uint32_t mode_of(const std::string& name) {
-    if (name == "copy")
-        return USERBLK_MODE_COPY;
-    if (name == "ring")
-        return USERBLK_MODE_RING;
-    if (name == "pipe")
-        return USERBLK_MODE_PIPE;
-    if (name == "splice")
-        return USERBLK_MODE_SPLICE;
-    return 0;
-}
 
 class Fd {
 public:

@@ -16,7 +16,7 @@ namespace {
 
 class CopyTransport final : public KmodTransport {
 public:
-    CopyTransport() : KmodTransport("copy", USERBLK_MODE_COPY) {}
+    CopyTransport() : KmodTransport(transport_entry_copy) {}
 
 private:
     void describe_mode(Capabilities& caps) const override {
@@ -47,6 +47,14 @@ private:
 std::unique_ptr<Transport> make_copy_transport() {
     return std::make_unique<CopyTransport>();
 }
+
+const TransportEntry transport_entry_copy{
+    .name = "copy",
+    .kind = TransportKind::userblk,
+    .mode = USERBLK_MODE_COPY,
+    .summary = "read()/write() on the queue fd; data copied by the kernel in the same syscalls",
+    .make = &make_copy_transport,
+};
 
 namespace copy {
 

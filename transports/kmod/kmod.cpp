@@ -68,10 +68,10 @@ Result<ControlDevice> ControlDevice::open(const char* path) {
     return ControlDevice(unique_fd(fd));
 }
 
-Status ControlDevice::add_dev(userblk_dev_config& cfg) const {
+Status ControlDevice::add_dev(userblk_dev_config& cfg, std::string_view transport) const {
     if (::ioctl(fd_.get(), USERBLK_IOC_ADD_DEV, &cfg) < 0) {
         int err = errno;
-        return ioctl_failed(err, "ADD_DEV", explain_add_dev(err, cfg));
+        return ioctl_failed(err, "ADD_DEV", explain_add_dev(err, cfg, transport));
     }
     return {};
 }
@@ -140,7 +140,7 @@ Result<unique_fd> ControlDevice::open_queue(std::uint32_t id, std::uint16_t queu
     return unique_fd(fd);
 }
 
-userblk_dev_config to_uapi(const DeviceConfig& cfg, userblk_mode mode) noexcept {
+userblk_dev_config to_uapi(const DeviceConfig& cfg, std::uint32_t mode) noexcept {
     userblk_dev_config c{};
     c.abi_version = USERBLK_ABI_VERSION;
     c.dev_id = cfg.dev_id;
@@ -169,13 +169,15 @@ DeviceInfo info_from_uapi(const userblk_dev_config& cfg) {
     return info;
 }
 
-std::string explain_add_dev(int err, const userblk_dev_config& cfg) {
+std::string explain_add_dev(int err, const userblk_dev_config& cfg, std::string_view transport) {
     auto n = [](std::uint64_t v) { return std::to_string(v); };
     if (err == EEXIST && cfg.dev_id != USERBLK_DEV_ID_ANY) {
         return "device id " + n(cfg.dev_id) + " is taken";
     }
     if (err == EOPNOTSUPP || err == EPROTONOSUPPORT) {
-        return "the loaded userblk.ko does not serve mode " + mode_name(cfg.mode);
+        return "the loaded userblk.ko does not serve mode " + n(cfg.mode) +
+               (transport.empty() ? "" : " (" + std::string(transport) + ")") +
+               ": built without it? The kernel log says";
     }
     if (err == E2BIG && cfg.mode == USERBLK_MODE_RING) {
         return "a ring queue's shared area holds a buffer of max I/O (" +
@@ -196,7 +198,7 @@ std::string explain_add_dev(int err, const userblk_dev_config& cfg) {
     if (cfg.dev_id != USERBLK_DEV_ID_ANY && cfg.dev_id >= USERBLK_MAX_DEVICES) {
         return "device id " + n(cfg.dev_id) + " is not below " + n(USERBLK_MAX_DEVICES);
     }
-    if (cfg.mode < USERBLK_MODE_COPY || cfg.mode > USERBLK_MODE_SPLICE) {
+    if (cfg.mode < USERBLK_MODE_COPY || cfg.mode >= USERBLK_MODE_END) {
         return "unknown mode " + n(cfg.mode);
     }
     if (bs < 512 || bs > 4096 || bs > page || !std::has_single_bit(bs)) {
@@ -253,7 +255,7 @@ struct KmodTransport::Queue {
     Status result;
 };
 
-KmodTransport::KmodTransport(std::string_view name, userblk_mode mode) : name_(name), mode_(mode) {}
+KmodTransport::KmodTransport(const TransportEntry& entry) : name_(entry.name), mode_(entry.mode) {}
 
 KmodTransport::~KmodTransport() {
     Status st = destroy();
@@ -263,10 +265,7 @@ KmodTransport::~KmodTransport() {
 }
 
 void KmodTransport::describe(Capabilities& caps) const {
-    caps.set("kind", "userblk");
     caps.set("kernel", "userblk");
-    caps.set("mode", mode_name(mode_));
-    caps.set_number("mode_number", static_cast<std::uint64_t>(mode_));
     caps.set_number("abi_version", USERBLK_ABI_VERSION);
     caps.set("control_device", USERBLK_CONTROL_PATH);
     caps.set("thread_model", "one thread per queue");
@@ -289,7 +288,7 @@ Status KmodTransport::create(const DeviceConfig& cfg, Backend* backend) {
         return control.status();
     }
     userblk_dev_config uc = to_uapi(cfg, mode_);
-    if (Status st = control->add_dev(uc); !st.ok()) {
+    if (Status st = control->add_dev(uc, name_); !st.ok()) {
         return st;
     }
     control_.emplace(std::move(control).value());

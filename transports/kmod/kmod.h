@@ -27,8 +27,9 @@ public:
     /// directory (is userblk.ko loaded?)".
     static Result<ControlDevice> open(const char* path = USERBLK_CONTROL_PATH);
 
-    /// ADD_DEV; on success cfg.dev_id holds the new id.
-    Status add_dev(userblk_dev_config& cfg) const;
+    /// ADD_DEV; on success cfg.dev_id holds the new id. transport, if given, names the mode in
+    /// the error.
+    Status add_dev(userblk_dev_config& cfg, std::string_view transport = {}) const;
     Status start_dev(std::uint32_t id) const;
     /// STOP_DEV and DEL_DEV. A device belongs to the process that added it; force
     /// (USERBLK_CTL_FORCE) acts on another process's device, as `userblk del` does.
@@ -47,14 +48,16 @@ private:
 };
 
 /// The ADD_DEV request for cfg in mode (abi_version set, reserved fields zero).
-userblk_dev_config to_uapi(const DeviceConfig& cfg, userblk_mode mode) noexcept;
+userblk_dev_config to_uapi(const DeviceConfig& cfg, std::uint32_t mode) noexcept;
 
 /// The DeviceInfo of a GET_INFO answer.
 DeviceInfo info_from_uapi(const userblk_dev_config& cfg);
 
 /// Why ADD_DEV failed with err for cfg, as far as user space can tell from the uapi limits
-/// (e.g. "size 1000 is not a multiple of block size 512"); empty when it cannot tell.
-std::string explain_add_dev(int err, const userblk_dev_config& cfg);
+/// (e.g. "size 1000 is not a multiple of block size 512"); empty when it cannot tell. transport,
+/// if given, is the registry name of cfg.mode.
+std::string explain_add_dev(int err, const userblk_dev_config& cfg,
+                            std::string_view transport = {});
 
 /// One hardware queue of a kmod device, as its worker sees it. Lives as long as the device.
 struct KmodQueue {
@@ -99,8 +102,8 @@ public:
     [[nodiscard]] const DeviceStats* stats() const final { return stats_.get(); }
 
 protected:
-    /// name is the transport's registry name, used in messages; mode its kernel mode.
-    KmodTransport(std::string_view name, userblk_mode mode);
+    /// entry is the transport's registry entry: its name (in messages) and userblk.ko mode.
+    explicit KmodTransport(const TransportEntry& entry);
 
     /// Appends the capability lines of this mode (data_path=, batching=, ...). Required.
     virtual void describe_mode(Capabilities& caps) const = 0;
@@ -120,7 +123,7 @@ private:
     void halt() noexcept;
 
     std::string name_;
-    userblk_mode mode_;
+    std::uint32_t mode_;
     DeviceConfig cfg_;
     std::optional<ControlDevice> control_;
     DeviceInfo info_;

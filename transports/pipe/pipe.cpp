@@ -77,7 +77,7 @@ private:
 
 class PipeTransport final : public KmodTransport {
 public:
-    PipeTransport() : KmodTransport("pipe", USERBLK_MODE_PIPE) {}
+    PipeTransport() : KmodTransport(transport_entry_pipe) {}
 
 private:
     void describe_mode(Capabilities& caps) const override {
@@ -139,5 +139,14 @@ private:
 std::unique_ptr<Transport> make_pipe_transport() {
     return std::make_unique<PipeTransport>();
 }
+
+const TransportEntry transport_entry_pipe{
+    .name = "pipe",
+    .kind = TransportKind::userblk,
+    .mode = USERBLK_MODE_PIPE,
+    .summary = "descriptors as copy; a pipe per tag carries the data, which the backend can splice "
+               "without touching it",
+    .make = &make_pipe_transport,
+};
 
 } // namespace userblk

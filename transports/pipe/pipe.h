@@ -18,6 +18,8 @@ namespace userblk {
 
 /// The registry's factory.
 std::unique_ptr<Transport> make_pipe_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_pipe;
 
 /// The fds the daemon holds for a pipe device of queues x depth: two per tag plus the queue fd.
 constexpr std::size_t pipe_transport_fds(std::size_t queues, std::size_t depth) noexcept {

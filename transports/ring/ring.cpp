@@ -22,7 +22,7 @@ constexpr std::uint32_t kMaxNotes = 16;
 
 class RingTransport final : public KmodTransport {
 public:
-    RingTransport() : KmodTransport("ring", USERBLK_MODE_RING) {}
+    RingTransport() : KmodTransport(transport_entry_ring) {}
 
 private:
     void describe_mode(Capabilities& caps) const override {
@@ -95,6 +95,15 @@ inline void cpu_relax() noexcept {
 std::unique_ptr<Transport> make_ring_transport() {
     return std::make_unique<RingTransport>();
 }
+
+const TransportEntry transport_entry_ring{
+    .name = "ring",
+    .kind = TransportKind::userblk,
+    .mode = USERBLK_MODE_RING,
+    .summary = "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one "
+               "RING_ENTER per batch; optional busy-poll",
+    .make = &make_ring_transport,
+};
 
 namespace ring {
 

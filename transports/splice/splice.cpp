@@ -131,7 +131,7 @@ private:
 
 class SpliceTransport final : public KmodTransport {
 public:
-    SpliceTransport() : KmodTransport("splice", USERBLK_MODE_SPLICE) {}
+    SpliceTransport() : KmodTransport(transport_entry_splice) {}
 
 private:
     void describe_mode(Capabilities& caps) const override {
@@ -176,5 +176,14 @@ private:
 std::unique_ptr<Transport> make_splice_transport() {
     return std::make_unique<SpliceTransport>();
 }
+
+const TransportEntry transport_entry_splice{
+    .name = "splice",
+    .kind = TransportKind::userblk,
+    .mode = USERBLK_MODE_SPLICE,
+    .summary = "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket "
+               "so forwarded data never enters the daemon",
+    .make = &make_splice_transport,
+};
 
 } // namespace userblk

@@ -15,5 +15,7 @@ namespace userblk {
 
 /// The registry's factory.
 std::unique_ptr<Transport> make_splice_transport();
+/// Its registry entry.
+extern const TransportEntry transport_entry_splice;
 
 } // namespace userblk

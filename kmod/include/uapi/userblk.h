@@ -65,6 +65,7 @@ enum userblk_mode {
 	USERBLK_MODE_RING	= 2,	/* mmap'ed rings and per-tag buffers */
 	USERBLK_MODE_PIPE	= 3,	/* a pipe per tag carries the data */
 	USERBLK_MODE_SPLICE	= 4,	/* a data fd spliced by tag */
+	USERBLK_MODE_END,		/* one past the last mode: not a mode */
 };
 
 /* Device features, requested at ADD_DEV. */
