@@ -28,7 +28,8 @@ KDIR      ?= $(shell $(if $(filter debug,$(USERBLK_KERNEL)),USERBLK_KERNEL=) \
 CMAKE_FLAGS ?= -DUSERBLK_WERROR=$(if $(CI),ON,OFF)
 CMAKE_FLAGS += $(if $(SANITIZE),-DUSERBLK_SANITIZE=$(SANITIZE))
 CTEST_ARGS ?=
-# EXTENDED=1: also the tests labelled extended (the baselines on the file and forward backends).
+# EXTENDED=1: also the tests labelled extended (the file and forward suites of the transports
+# whose kernel side never sees the backend: copy, ring and the baselines).
 CTEST_EXCLUDE = $(if $(EXTENDED),,-LE extended)
 
 export PLATFORM
