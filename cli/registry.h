@@ -1,4 +1,5 @@
-// The name-keyed tables of transports and backends (one explicit table each, in registry.cpp).
+// The name-keyed tables of transports and backends (registry.cpp: the backends' written out, the
+// transports' generated from the CMake lists).
 #pragma once
 
 #include <memory>
