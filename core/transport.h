@@ -65,6 +65,12 @@ enum class TransportKind {
 /// "userblk", "baseline" or "reference".
 std::string_view kind_name(TransportKind kind) noexcept;
 
+/// An entry's factory: a fresh T.
+template <class T>
+std::unique_ptr<Transport> make_transport() {
+    return std::make_unique<T>();
+}
+
 /// One transport as the registry lists it. Each is defined once, in its own folder, as
 /// `transport_entry_<name>`; cli/CMakeLists.txt generates the registry's table from the names
 /// in USERBLK_KMOD_TRANSPORTS, USERBLK_BASELINES and USERBLK_REFERENCES. The name is the one

@@ -63,15 +63,11 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_brd_transport() {
-    return std::make_unique<Brd>();
-}
-
 const TransportEntry transport_entry_brd{
     .name = "brd",
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's RAM disk (the memory ceiling)",
-    .make = &make_brd_transport,
+    .make = &make_transport<Brd>,
 };
 
 } // namespace userblk

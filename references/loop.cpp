@@ -235,15 +235,11 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_loop_transport() {
-    return std::make_unique<Loop>();
-}
-
 const TransportEntry transport_entry_loop{
     .name = "loop",
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)",
-    .make = &make_loop_transport,
+    .make = &make_transport<Loop>,
 };
 
 } // namespace userblk

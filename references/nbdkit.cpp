@@ -332,16 +332,12 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_nbdkit_transport() {
-    return std::make_unique<NbdkitTransport>();
-}
-
 const TransportEntry transport_entry_nbdkit{
     .name = "nbdkit",
     .kind = TransportKind::reference,
     .summary = "reference: Linux's nbd driver connected to Debian's nbdkit (memory plugin for ram, null "
                "for null)",
-    .make = &make_nbdkit_transport,
+    .make = &make_transport<NbdkitTransport>,
     .remove = &remove_nbd_device,
 };
 

@@ -14,8 +14,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_nbdkit_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_nbdkit;
 

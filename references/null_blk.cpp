@@ -108,15 +108,11 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_null_blk_transport() {
-    return std::make_unique<NullBlk>();
-}
-
 const TransportEntry transport_entry_null_blk{
     .name = "null_blk",
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)",
-    .make = &make_null_blk_transport,
+    .make = &make_transport<NullBlk>,
 };
 
 } // namespace userblk

@@ -14,15 +14,9 @@
 
 namespace userblk {
 
-/// The registry's factories.
-std::unique_ptr<Transport> make_null_blk_transport();
-/// Its registry entry.
+/// Their registry entries.
 extern const TransportEntry transport_entry_null_blk;
-std::unique_ptr<Transport> make_brd_transport();
-/// Its registry entry.
 extern const TransportEntry transport_entry_brd;
-std::unique_ptr<Transport> make_loop_transport();
-/// Its registry entry.
 extern const TransportEntry transport_entry_loop;
 
 namespace reference {

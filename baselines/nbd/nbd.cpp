@@ -211,16 +211,12 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_nbd_transport() {
-    return std::make_unique<NbdTransport>();
-}
-
 const TransportEntry transport_entry_nbd{
     .name = "nbd",
     .kind = TransportKind::baseline,
     .summary = "baseline: Linux's nbd driver over a UNIX socket pair (or TCP) per queue to our NBD "
                "server on the Backend",
-    .make = &make_nbd_transport,
+    .make = &make_transport<NbdTransport>,
     .remove = &remove_nbd_device,
 };
 

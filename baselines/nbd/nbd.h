@@ -11,8 +11,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_nbd_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_nbd;
 

@@ -613,16 +613,12 @@ Status UblkTransport::destroy() {
 
 } // namespace
 
-std::unique_ptr<Transport> make_ublk_transport() {
-    return std::make_unique<UblkTransport>();
-}
-
 const TransportEntry transport_entry_ublk{
     .name = "ublk",
     .kind = TransportKind::baseline,
     .summary = "baseline: upstream ublk_drv (io_uring URING_CMD: FETCH_REQ, COMMIT_AND_FETCH_REQ) served "
                "by our ublk server; a buffer per tag",
-    .make = &make_ublk_transport,
+    .make = &make_transport<UblkTransport>,
     .remove = &remove_ublk_device,
 };
 

@@ -19,8 +19,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_ublk_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_ublk;
 

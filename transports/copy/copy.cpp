@@ -44,16 +44,12 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_copy_transport() {
-    return std::make_unique<CopyTransport>();
-}
-
 const TransportEntry transport_entry_copy{
     .name = "copy",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_COPY,
     .summary = "read()/write() on the queue fd; data copied by the kernel in the same syscalls",
-    .make = &make_copy_transport,
+    .make = &make_transport<CopyTransport>,
 };
 
 namespace copy {

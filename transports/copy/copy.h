@@ -10,8 +10,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_copy_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_copy;
 

@@ -89,7 +89,7 @@ public:
 /// arrive as soon as the disk appears, e.g. udev's probes, are served), stop is STOP_DEV (which
 /// ends every queue's loop: read() gives end of file, RING_ENTER fails with ENODEV), destroy() is
 /// DEL_DEV. A derived transport supplies
-/// describe_mode() and make_worker(), and registers a factory in registry.cpp.
+/// describe_mode() and make_worker(), and defines its registry entry (TransportEntry).
 class KmodTransport : public Transport {
 public:
     ~KmodTransport() override;

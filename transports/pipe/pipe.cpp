@@ -136,17 +136,13 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_pipe_transport() {
-    return std::make_unique<PipeTransport>();
-}
-
 const TransportEntry transport_entry_pipe{
     .name = "pipe",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_PIPE,
     .summary = "descriptors as copy; a pipe per tag carries the data, which the backend can splice "
                "without touching it",
-    .make = &make_pipe_transport,
+    .make = &make_transport<PipeTransport>,
 };
 
 } // namespace userblk

@@ -16,8 +16,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_pipe_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_pipe;
 

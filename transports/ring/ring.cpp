@@ -92,17 +92,13 @@ inline void cpu_relax() noexcept {
 
 } // namespace
 
-std::unique_ptr<Transport> make_ring_transport() {
-    return std::make_unique<RingTransport>();
-}
-
 const TransportEntry transport_entry_ring{
     .name = "ring",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_RING,
     .summary = "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one "
                "RING_ENTER per batch; optional busy-poll",
-    .make = &make_ring_transport,
+    .make = &make_transport<RingTransport>,
 };
 
 namespace ring {

@@ -173,17 +173,13 @@ private:
 
 } // namespace
 
-std::unique_ptr<Transport> make_splice_transport() {
-    return std::make_unique<SpliceTransport>();
-}
-
 const TransportEntry transport_entry_splice{
     .name = "splice",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_SPLICE,
     .summary = "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket "
                "so forwarded data never enters the daemon",
-    .make = &make_splice_transport,
+    .make = &make_transport<SpliceTransport>,
 };
 
 } // namespace userblk

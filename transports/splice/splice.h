@@ -13,8 +13,6 @@
 
 namespace userblk {
 
-/// The registry's factory.
-std::unique_ptr<Transport> make_splice_transport();
 /// Its registry entry.
 extern const TransportEntry transport_entry_splice;
 
