@@ -1,24 +1,20 @@
 #include "ublk.h"
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/io.h"
 #include "core/log.h"
+#include "core/queue_threads.h"
 
 namespace userblk {
 
@@ -305,21 +301,9 @@ private:
         std::optional<BackendQueue> backend_queue;
         std::unique_ptr<QueueContext> context;
         std::unique_ptr<UblkQueue> worker;
-        Status result;
-    };
-
-    /// What the serve thread waits for: every queue fetched, a queue ended, or a stop.
-    struct Progress {
-        std::mutex m;
-        std::condition_variable cv;
-        unsigned fetched = 0;
-        unsigned ended = 0;
-        bool failed = false;
-        bool stop = false;
     };
 
     Status open_queues(Backend& backend);
-    void run_queue(Queue& queue, unsigned id, Progress& progress) noexcept;
     /// Ends the serve loops: STOP_DEV, which aborts every fetch. Idempotent.
     void halt() noexcept;
 
@@ -460,34 +444,6 @@ Status UblkTransport::open_queues(Backend& backend) {
     return {};
 }
 
-void UblkTransport::run_queue(Queue& queue, unsigned id, Progress& progress) noexcept {
-    std::string thread_name = "ublk-q" + std::to_string(id);
-    pthread_setname_np(pthread_self(), thread_name.c_str());
-    bool reported = false;
-    auto fetched = [&](const Status& st) {
-        std::lock_guard lock(progress.m);
-        reported = true;
-        progress.fetched += 1;
-        progress.failed = progress.failed || !st.ok();
-        progress.cv.notify_all();
-    };
-    try {
-        queue.result = queue.worker->run(fetched);
-    } catch (const std::exception& e) {
-        queue.result =
-            Status::from_errno(EIO, "ublk: queue " + std::to_string(id) + " failed", e.what());
-    }
-    std::lock_guard lock(progress.m);
-    if (!reported) {
-        progress.fetched += 1;
-    }
-    progress.ended += 1;
-    progress.failed = progress.failed || !queue.result.ok();
-    progress.cv.notify_all();
-    // Returning ends the thread. If the device still runs, ublk_drv's monitor notices the exit of
-    // the queue's task and fails its requests, so the serve thread's STOP_DEV cannot wait forever.
-}
-
 void UblkTransport::halt() noexcept {
     if (halted_ || deleted_) {
         return;
@@ -499,83 +455,33 @@ void UblkTransport::halt() noexcept {
     }
 }
 
-// The serve thread (the caller) does every control command: it waits until each queue's thread
-// has fetched every tag, then START_DEV (which adds the disk, whose partition scan the queues
-// serve), then until a queue ends or fails, or the stop; then STOP_DEV if the kernel has not ended
-// the queues already, and joins them. A queue thread never issues STOP_DEV itself: STOP_DEV waits
-// for the requests in flight, which a failed queue would never answer.
+// The serve thread (the caller) does every control command (serve_queues): it waits until each
+// queue's thread has fetched every tag, then START_DEV (which adds the disk, whose partition scan
+// the queues serve), then until a queue ends or fails, or the stop; then STOP_DEV if the kernel has
+// not ended the queues already, and joins them. A queue thread never issues STOP_DEV itself:
+// STOP_DEV waits for the requests in flight, which a failed queue would never answer. A queue
+// thread that returns while the device runs is noticed by ublk_drv's monitor, which fails its
+// requests, so that STOP_DEV cannot wait forever either.
 Status UblkTransport::serve(std::stop_token stop, const ReadyFn& ready) {
     if (!created_ || deleted_ || queues_.empty()) {
         return Status::from_errno(EINVAL, "ublk: serve failed", "no device was created");
     }
-    Progress progress;
-    const auto n = static_cast<unsigned>(queues_.size());
-    Status start;
-    {
-        std::stop_callback on_stop(stop, [&progress] {
-            std::lock_guard lock(progress.m);
-            progress.stop = true;
-            progress.cv.notify_all();
-        });
-        std::vector<std::jthread> threads;
-        threads.reserve(n);
-        try {
-            for (unsigned i = 0; i < n; ++i) {
-                threads.emplace_back(
-                    [this, &queue = *queues_[i], i, &progress] { run_queue(queue, i, progress); });
-            }
-        } catch (const std::exception& e) {
-            start = Status::from_errno(EAGAIN, "ublk: cannot start the queue threads", e.what());
-            std::lock_guard lock(progress.m);
-            progress.failed = true;
+    QueueThreads spec{
+        .name = "ublk",
+        .nr_queues = static_cast<unsigned>(queues_.size()),
+        .run = [this](unsigned i, const QueueThreads::Ready& fetched) {
+            return queues_[i]->worker->run(fetched);
+        },
+        .start = [this] { return control_->start_dev(info_.id, ::getpid()); },
+        .halt = [this] { halt(); },
+    };
+    QueuesServed served = serve_queues(spec, stop, [&] {
+        if (ready) {
+            ready(info_);
         }
-        // Every thread reports its fetches, good or bad, before anything else: a STOP_DEV
-        // aborts only the fetches made before it, so it must not overtake one.
-        bool go = false;
-        {
-            std::unique_lock lock(progress.m);
-            progress.cv.wait(lock, [&] { return progress.fetched >= threads.size(); });
-            go = start.ok() && progress.fetched == n && !progress.failed && !progress.stop;
-        }
-        if (go) {
-            start = control_->start_dev(info_.id, ::getpid());
-        }
-        const bool served = go && start.ok();
-        if (served && ready) {
-            try {
-                ready(info_);
-            } catch (const std::exception& e) {
-                start = Status::from_errno(EIO, "ublk: ready callback failed", e.what());
-            }
-        }
-        if (served && start.ok()) {
-            // A stop of the device (ours or another's) aborts the fetches of every queue, so
-            // once one queue has ended the others follow.
-            std::unique_lock lock(progress.m);
-            progress.cv.wait(
-                lock, [&] { return progress.ended == n || progress.failed || progress.stop; });
-            // Every queue ended with its tags aborted, and not by us: someone else stopped or
-            // deleted the device.
-            ended_by_kernel_ = progress.ended == n && !progress.failed && !progress.stop;
-        }
-        if (!ended_by_kernel_) {
-            halt();
-        }
-        // Leaving the scope joins every queue thread (std::jthread).
-    }
-
-    Status first = start;
-    for (auto& q : queues_) {
-        if (q->result.ok()) {
-            continue;
-        }
-        if (first.ok()) {
-            first = q->result;
-        } else {
-            log_error("%s", q->result.message().c_str());
-        }
-    }
-    return first;
+    });
+    ended_by_kernel_ = served.ended_by_kernel;
+    return served.status;
 }
 
 Status UblkTransport::destroy() {

@@ -4,15 +4,13 @@
 #include <bit>
 #include <cerrno>
 #include <cstdio>
-#include <exception>
-#include <thread>
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/queue_threads.h"
 
 namespace userblk {
 
@@ -252,7 +250,6 @@ struct KmodTransport::Queue {
     std::optional<BackendQueue> backend_queue;
     std::unique_ptr<KmodQueue> view;
     std::unique_ptr<KmodQueueWorker> worker;
-    Status result;
 };
 
 KmodTransport::KmodTransport(const TransportEntry& entry) : name_(entry.name), mode_(entry.mode) {}
@@ -347,24 +344,6 @@ Status KmodTransport::open_queues(Backend& backend) {
     return {};
 }
 
-void KmodTransport::run_queue(Queue& queue, std::stop_token stop) noexcept {
-    // "copy-q3" in top, perf and /proc/PID/task/*/comm (at most 15 characters).
-    std::string thread_name = name_.substr(0, 8) + "-q" + std::to_string(queue.id);
-    pthread_setname_np(pthread_self(), thread_name.c_str());
-    try {
-        queue.result = queue.worker->run(std::move(stop));
-    } catch (const std::exception& e) {
-        queue.result = Status::from_errno(
-            EIO, name_ + ": queue " + std::to_string(queue.id) + " failed", e.what());
-    } catch (...) {
-        queue.result = Status::from_errno(
-            EIO, name_ + ": queue " + std::to_string(queue.id) + " failed", "unknown exception");
-    }
-    if (!queue.result.ok()) {
-        halt(); // one queue cannot go on: end the device rather than leave it half served
-    }
-}
-
 void KmodTransport::halt() noexcept {
     if (halting_.exchange(true) || deleted_.load()) {
         return;
@@ -387,50 +366,25 @@ Status KmodTransport::serve(std::stop_token stop, const ReadyFn& ready) {
     if (!created_ || deleted_.load() || queues_.empty()) {
         return Status::from_errno(EINVAL, name_ + ": serve failed", "no device was created");
     }
-    Status start;
-    {
-        std::stop_callback on_stop(stop, [this] { halt(); });
-        std::vector<std::jthread> threads;
-        threads.reserve(queues_.size());
-        try {
-            for (auto& q : queues_) {
-                threads.emplace_back([this, &queue = *q, stop] { run_queue(queue, stop); });
-            }
-        } catch (const std::exception& e) {
-            start =
-                Status::from_errno(EAGAIN, name_ + ": cannot start the queue threads", e.what());
-            halt();
+    // A kmod queue is ready as soon as its thread runs: requests that arrive before its first
+    // read() wait in the kernel.
+    QueueThreads spec{
+        .name = name_,
+        .nr_queues = static_cast<unsigned>(queues_.size()),
+        .run = [this, stop](unsigned i, const QueueThreads::Ready& is_ready) {
+            is_ready({});
+            return queues_[i]->worker->run(stop);
+        },
+        .start = [this] { return control_->start_dev(info_.id); },
+        .halt = [this] { halt(); },
+    };
+    QueuesServed served = serve_queues(spec, stop, [&] {
+        if (ready) {
+            ready(info_);
         }
-        if (start.ok() && !stop.stop_requested()) {
-            start = control_->start_dev(info_.id);
-            if (!start.ok()) {
-                halt();
-            }
-        }
-        if (start.ok() && !stop.stop_requested() && !halting_.load() && ready) {
-            try {
-                ready(info_);
-            } catch (const std::exception& e) {
-                start = Status::from_errno(EIO, name_ + ": ready callback failed", e.what());
-                halt();
-            }
-        }
-        // Leaving the scope joins every queue thread (std::jthread).
-    }
-    ended_by_kernel_ = !halting_.load();
-
-    Status first = start;
-    for (auto& q : queues_) {
-        if (q->result.ok()) {
-            continue;
-        }
-        if (first.ok()) {
-            first = q->result;
-        } else {
-            log_error("%s", q->result.message().c_str());
-        }
-    }
-    return first;
+    });
+    ended_by_kernel_ = served.ended_by_kernel;
+    return served.status;
 }
 
 Status KmodTransport::destroy() {

@@ -118,7 +118,6 @@ private:
     struct Queue;
 
     Status open_queues(Backend& backend);
-    void run_queue(Queue& queue, std::stop_token stop) noexcept;
     /// Ends the serve loops: STOP_DEV, or DEL_DEV if the device cannot be stopped. Idempotent.
     void halt() noexcept;
 
