@@ -129,6 +129,83 @@ std::optional<FaultKind> FaultInjector::pick(std::uint16_t tag) noexcept {
     return k;
 }
 
+bool FaultInjector::begin_batch(FaultSeam& seam) noexcept {
+    if (!dup_) {
+        return true;
+    }
+    const userblk_io_desc d = *dup_;
+    dup_.reset();
+    return seam.send(d, 0);
+}
+
+bool FaultInjector::complete(const userblk_io_desc& d, FaultSeam& seam) noexcept {
+    std::optional<FaultKind> f = pick(d.tag);
+    if (!f) {
+        return seam.answer(d, false).has_value();
+    }
+    switch (*f) {
+    case FaultKind::drop:
+        return true; // the device dies at the request's timeout
+    case FaultKind::exit:
+        (void)seam.flush(); // what was answered so far goes to the kernel, the rest not
+        exit_now();
+    case FaultKind::stall:
+        if (!seam.flush()) {
+            return false;
+        }
+        stall();
+        break;
+    case FaultKind::wrong_tag: {
+        // Every variant fails what it might hit (-EIO), so a lie that happened to match an
+        // outstanding request could only fail it, never fake its success.
+        const std::uint32_t depth = seam.depth();
+        userblk_io_desc w = d;
+        switch (below(depth > 1 ? 3 : 2)) { // a queue of depth 1 has no other tag
+        case 0: // beyond the depth
+            w.tag = static_cast<std::uint16_t>(depth + below(0x10000 - depth));
+            break;
+        case 1: // the same tag, a generation it does not have
+            w.gen = d.gen + 1 + below(1000);
+            break;
+        default: // another tag (one of the depth - 1 others), this request's generation
+            w.tag = static_cast<std::uint16_t>((d.tag + 1 + below(depth - 1)) % depth);
+            break;
+        }
+        if (!seam.send(w, -EIO)) {
+            return false;
+        }
+        break;
+    }
+    case FaultKind::bad_result:
+        if (below(2) == 0) {
+            if (!seam.send(d, invalid_result())) { // refused; the real answer follows
+                return false;
+            }
+            break;
+        }
+        return seam.fail(d, odd_errno()); // a valid errno the request fails with
+    case FaultKind::twice: {
+        std::optional<std::int32_t> res = seam.answer(d, false);
+        if (!res) {
+            return false;
+        }
+        if (below(2) == 0) {
+            return seam.send(d, *res); // right after the first, in the same batch
+        }
+        dup_ = d; // at the start of the next batch, when the tag may be in use again
+        return true;
+    }
+    case FaultKind::scribble: {
+        const bool ok = seam.answer(d, false).has_value();
+        seam.scribble();
+        return ok;
+    }
+    case FaultKind::short_len:
+        return seam.answer(d, d.op == USERBLK_OP_READ).has_value();
+    }
+    return seam.answer(d, false).has_value();
+}
+
 std::uint64_t FaultInjector::next() noexcept {
     stream_ = fault_mix(stream_);
     return stream_;

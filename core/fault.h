@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include <uapi/userblk.h>
+
 namespace userblk {
 
 /// What a faulty daemon does at a completion. The names are the --fault values.
@@ -66,6 +68,37 @@ constexpr std::uint64_t fault_mix(std::uint64_t x) noexcept {
     return x ^ (x >> 31);
 }
 
+/// The completion seam: what a transport lets the fault mode lie through. The transport decides
+/// how a completion travels (an entry in a write() batch, a slot of the completion ring); the
+/// lies themselves are FaultInjector::complete()'s, the same for every transport. A method that
+/// returns false (or nullopt) means the queue cannot go on; the transport keeps the reason.
+class FaultSeam {
+public:
+    FaultSeam() = default;
+    FaultSeam(const FaultSeam&) = delete;
+    FaultSeam& operator=(const FaultSeam&) = delete;
+
+    /// The queue depth: tags at or above it are out of range.
+    [[nodiscard]] virtual std::uint32_t depth() const noexcept = 0;
+    /// Adds a completion of d (its tag and generation) with res and no data.
+    virtual bool send(const userblk_io_desc& d, std::int32_t res) noexcept = 0;
+    /// Hands every completion added so far to the kernel.
+    virtual bool flush() noexcept = 0;
+    /// Runs d and adds its real completion, with its data where the transport sends data with
+    /// it; short_read: a READ answered with fewer bytes than asked (the short fault, offered only
+    /// by transports whose completions carry a length). Returns the result it carried.
+    virtual std::optional<std::int32_t> answer(const userblk_io_desc& d,
+                                               bool short_read) noexcept = 0;
+    /// Fails d with res instead of running it. A transport whose WRITE data waits in a channel
+    /// that the request's completion must empty (a tag's pipe) overrides it.
+    virtual bool fail(const userblk_io_desc& d, std::int32_t res) noexcept { return send(d, res); }
+    /// Scribbles on state shared with the kernel (the scribble fault; the ring only).
+    virtual void scribble() noexcept {}
+
+protected:
+    ~FaultSeam() = default;
+};
+
 /// The per-queue hook. A transport asks pick() once per completion it is about to send; the
 /// answer depends only on (seed, queue, the number of earlier pick() calls), never on timing,
 /// so the n-th completion of a queue gets the same fault in every run of a seed. Allocates
@@ -82,6 +115,17 @@ public:
 
     /// Whether any fault may be injected: the one branch the hot path takes without --fault.
     [[nodiscard]] bool armed() const noexcept { return kinds_ != 0; }
+
+    /// Completes d through seam under the fault mode: the next completion's fault (pick()), if
+    /// any, acted out around the real answer. drop sends nothing; stall and exit flush first;
+    /// wrong-tag sends -EIO for a tag or generation that is not d's, then the real answer;
+    /// bad-result sends a result the kernel must refuse and then the real answer, or fails d with
+    /// an odd errno; double sends the answer twice, now or at the start of the next batch;
+    /// scribble answers and then scribbles; short answers a READ short. False when the seam
+    /// said the queue cannot go on.
+    bool complete(const userblk_io_desc& d, FaultSeam& seam) noexcept;
+    /// At the start of a batch: sends the duplicate a double fault kept for it, if any.
+    bool begin_batch(FaultSeam& seam) noexcept;
 
     /// The fault for the next completion (on tag), or nullopt; counted and logged when given.
     std::optional<FaultKind> pick(std::uint16_t tag) noexcept;
@@ -121,6 +165,7 @@ private:
     std::uint64_t stream_ = 0;
     std::uint64_t counts_[kFaultKinds] = {};
     std::uint32_t logged_ = 0;
+    std::optional<userblk_io_desc> dup_; ///< a duplicate completion owed to the next batch
 };
 
 } // namespace userblk

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cerrno>
+#include <string>
 #include <vector>
 
 #include "core/fault.h"
@@ -120,6 +122,158 @@ TEST(FaultValues, InvalidResultsAreOutOfRangeOddErrnosAreIn) {
         EXPECT_TRUE(odd < 0 && odd >= -4095) << odd;
         EXPECT_LT(f.below(7), 7u);
     }
+}
+
+/// A seam that records what the fault mode did, in order: "send T/G R", "flush", "answer T/G",
+/// "short T/G", "fail T/G R", "scribble". answer() returns result.
+struct RecordingSeam final : FaultSeam {
+    std::vector<std::string> log;
+    std::int32_t result = 0;
+
+    static std::string id(const userblk_io_desc& d) {
+        return std::to_string(d.tag) + "/" + std::to_string(d.gen);
+    }
+    [[nodiscard]] std::uint32_t depth() const noexcept override { return 8; }
+    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        log.push_back("send " + id(d) + " " + std::to_string(res));
+        return true;
+    }
+    bool flush() noexcept override {
+        log.emplace_back("flush");
+        return true;
+    }
+    std::optional<std::int32_t> answer(const userblk_io_desc& d, bool short_read) noexcept override {
+        log.push_back((short_read ? "short " : "answer ") + id(d));
+        return result;
+    }
+    bool fail(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        log.push_back("fail " + id(d) + " " + std::to_string(res));
+        return true;
+    }
+    void scribble() noexcept override { log.emplace_back("scribble"); }
+};
+
+userblk_io_desc request(std::uint16_t tag, std::uint32_t gen, std::uint8_t op = USERBLK_OP_READ) {
+    userblk_io_desc d{};
+    d.tag = tag;
+    d.gen = gen;
+    d.op = op;
+    d.len = 4096;
+    return d;
+}
+
+/// Every completion of a single-kind injector gets the fault (rate 1, no skip).
+FaultInjector always(FaultKind k, std::uint64_t seed = 1) {
+    return FaultInjector(config(fault_bit(k), seed, 1.0), "t", 0, 0);
+}
+
+TEST(FaultComplete, WithoutAFaultTheRealAnswerOnly) {
+    FaultInjector f(config(fault_bit(FaultKind::drop), 1, 1.0, 1), "t", 0, 0);
+    RecordingSeam seam;
+    EXPECT_TRUE(f.complete(request(3, 7), seam)); // completion 0: skipped
+    EXPECT_EQ(seam.log, (std::vector<std::string>{"answer 3/7"}));
+}
+
+TEST(FaultComplete, DropSendsNothing) {
+    FaultInjector f = always(FaultKind::drop);
+    RecordingSeam seam;
+    EXPECT_TRUE(f.complete(request(3, 7), seam));
+    EXPECT_TRUE(seam.log.empty());
+    EXPECT_EQ(f.injected(FaultKind::drop), 1u);
+}
+
+TEST(FaultComplete, StallFlushesFirstThenAnswers) {
+    FaultInjector f = always(FaultKind::stall); // a timeout of 0 ms: a stall of one second
+    RecordingSeam seam;
+    EXPECT_TRUE(f.complete(request(1, 2), seam));
+    EXPECT_EQ(seam.log, (std::vector<std::string>{"flush", "answer 1/2"}));
+}
+
+TEST(FaultComplete, WrongTagFailsSomethingElseThenAnswers) {
+    for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+        FaultInjector f = always(FaultKind::wrong_tag, seed);
+        RecordingSeam seam;
+        const userblk_io_desc d = request(2, 5);
+        EXPECT_TRUE(f.complete(d, seam));
+        ASSERT_EQ(seam.log.size(), 2u);
+        EXPECT_NE(seam.log[0], "send 2/5 -5");
+        EXPECT_EQ(seam.log[0].substr(seam.log[0].size() - 3), " -5") << seam.log[0]; // -EIO
+        EXPECT_EQ(seam.log[1], "answer 2/5");
+    }
+}
+
+TEST(FaultComplete, BadResultIsRefusedBeforeTheAnswerOrFailsTheRequest) {
+    int refused = 0;
+    int failed = 0;
+    for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+        FaultInjector f = always(FaultKind::bad_result, seed);
+        RecordingSeam seam;
+        EXPECT_TRUE(f.complete(request(4, 1), seam));
+        if (seam.log.size() == 2) {
+            ++refused;
+            EXPECT_EQ(seam.log[0].rfind("send 4/1 ", 0), 0u);
+            const int res = std::stoi(seam.log[0].substr(9));
+            EXPECT_TRUE(res > 0 || res < -4095) << res;
+            EXPECT_EQ(seam.log[1], "answer 4/1");
+        } else {
+            ++failed;
+            ASSERT_EQ(seam.log.size(), 1u);
+            EXPECT_EQ(seam.log[0].rfind("fail 4/1 -", 0), 0u) << seam.log[0];
+        }
+    }
+    EXPECT_GT(refused, 0);
+    EXPECT_GT(failed, 0);
+}
+
+TEST(FaultComplete, DoubleAnswersTwiceNowOrAtTheNextBatch) {
+    int now = 0;
+    int later = 0;
+    for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+        FaultInjector f = always(FaultKind::twice, seed);
+        RecordingSeam seam;
+        seam.result = -28;
+        EXPECT_TRUE(f.complete(request(6, 9), seam));
+        if (seam.log.size() == 2) {
+            ++now;
+            EXPECT_EQ(seam.log, (std::vector<std::string>{"answer 6/9", "send 6/9 -28"}));
+            EXPECT_TRUE(f.begin_batch(seam));
+            EXPECT_EQ(seam.log.size(), 2u); // nothing owed
+        } else {
+            ++later;
+            EXPECT_EQ(seam.log, (std::vector<std::string>{"answer 6/9"}));
+            EXPECT_TRUE(f.begin_batch(seam));
+            EXPECT_EQ(seam.log.back(), "send 6/9 0");
+            EXPECT_TRUE(f.begin_batch(seam));
+            EXPECT_EQ(seam.log.size(), 2u); // owed once
+        }
+    }
+    EXPECT_GT(now, 0);
+    EXPECT_GT(later, 0);
+}
+
+TEST(FaultComplete, ShortCutsOnlyReads) {
+    FaultInjector f = always(FaultKind::short_len);
+    RecordingSeam seam;
+    EXPECT_TRUE(f.complete(request(1, 1, USERBLK_OP_READ), seam));
+    EXPECT_TRUE(f.complete(request(2, 1, USERBLK_OP_WRITE), seam));
+    EXPECT_EQ(seam.log, (std::vector<std::string>{"short 1/1", "answer 2/1"}));
+}
+
+TEST(FaultComplete, ScribbleAfterTheAnswer) {
+    FaultInjector f = always(FaultKind::scribble);
+    RecordingSeam seam;
+    EXPECT_TRUE(f.complete(request(0, 3), seam));
+    EXPECT_EQ(seam.log, (std::vector<std::string>{"answer 0/3", "scribble"}));
+}
+
+TEST(FaultComplete, ExitFlushesAndEndsTheProcess) {
+    EXPECT_EXIT(
+        {
+            FaultInjector f = always(FaultKind::exit);
+            RecordingSeam seam;
+            (void)f.complete(request(0, 1), seam);
+        },
+        ::testing::ExitedWithCode(kFaultExitStatus), "exiting mid-batch");
 }
 
 } // namespace

@@ -63,14 +63,93 @@ Result<std::unique_ptr<CopyQueue>> CopyQueue::create(KmodQueue& q, const FaultCo
     return std::unique_ptr<CopyQueue>(new CopyQueue(q, std::move(buffers).value(), fault));
 }
 
+/// The fault mode's way into a copy queue (core/fault.h): completions join the batch, a READ's
+/// with its data inline, and leave through the batch's sink.
+class CopyQueue::Seam final : public FaultSeam {
+public:
+    Seam(CopyQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
+
+    /// The request complete() is about to be given (answer() needs its WRITE data).
+    void serving(const Request& req, bool with_data) noexcept {
+        req_ = &req;
+        with_data_ = with_data;
+    }
+
+    [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
+    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        q_.put(d, res, sink_);
+        return true;
+    }
+    bool flush() noexcept override {
+        result = q_.flush(sink_);
+        return result.status == BatchStatus::served;
+    }
+    std::optional<std::int32_t> answer(const userblk_io_desc& d, bool short_read) noexcept override;
+
+    BatchResult result; ///< why the queue cannot go on, when a method said so
+
+private:
+    CopyQueue& q_;
+    CompletionSink& sink_;
+    const Request* req_ = nullptr;
+    bool with_data_ = false;
+};
+
+std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
+                                                    bool short_read) noexcept {
+    QueueStats& s = q_.q_.stats;
+    if (!with_data_) {
+        s.user_data_bytes.add(req_->data.size());
+        const int res = execute(q_.q_.backend, q_.q_.backend_queue, d, req_->data);
+        q_.put(d, res, sink_);
+        return res;
+    }
+    if (short_read || !q_.batch_.fits(d.len)) {
+        // The short fault needs the READ alone in its write(); otherwise make room.
+        if (!flush()) {
+            return std::nullopt;
+        }
+    }
+    auto dst = q_.batch_.reserve_data(d, d.len);
+    if (!dst) {
+        result = {BatchStatus::failed, EPROTO}; // a flushed batch holds a max_io_bytes READ
+        return std::nullopt;
+    }
+    const int res = execute(q_.q_.backend, q_.q_.backend_queue, d, *dst);
+    q_.batch_.commit_data(res);
+    if (res == 0) {
+        s.user_data_bytes.add(d.len);
+    }
+    if (short_read && res == 0) {
+        // The entry with half its data, the end of the write() inside it: the kernel must refuse
+        // it whole (EINVAL) and still take the right answer that follows.
+        std::span<const std::byte> all = q_.batch_.bytes();
+        ssize_t n = sink_.write(all.first(sizeof(userblk_io_cpl) + d.len / 2));
+        s.write_calls.add();
+        if (n == -ENODEV) {
+            result = {BatchStatus::device_gone, ENODEV};
+            return std::nullopt;
+        }
+        if (n >= 0) {
+            q_.note("the kernel took a READ completion cut short", EPROTO, d.tag);
+            s.protocol_errors.add();
+        }
+        if (!flush()) {
+            return std::nullopt;
+        }
+    }
+    return res;
+}
+
 BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept {
     QueueStats& s = q_.stats;
     RequestParser parser(batch, q_.device.max_io_bytes);
     Request req;
     std::uint64_t count = 0;
     BatchResult result;
-    if (fault_.armed()) [[unlikely]] {
-        fault_pending(sink);
+    Seam seam(*this, sink);
+    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
+        return seam.result;
     }
     for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
         if (ps == ParseStatus::truncated) {
@@ -96,9 +175,9 @@ BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
             continue;
         }
         if (fault_.armed()) [[unlikely]] {
-            result = serve_faulty(req, with_data, sink);
-            if (result.status != BatchStatus::served) {
-                return result;
+            seam.serving(req, with_data);
+            if (!fault_.complete(req.desc, seam)) {
+                return seam.result;
             }
             continue;
         }
@@ -120,68 +199,6 @@ BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
         }
     }
     return end_batch(count, sink);
-}
-
-BatchResult CopyQueue::serve_faulty(const Request& req, bool with_data,
-                                    CompletionSink& sink) noexcept {
-    QueueStats& s = q_.stats;
-    const userblk_io_desc& d = req.desc;
-    std::optional<FaultKind> f = fault_.pick(d.tag);
-    FaultPlan plan;
-    if (f) {
-        plan = fault_prefix(*f, d, sink);
-        if (plan.drop_it) {
-            return {};
-        }
-    }
-    if (plan.result) { // fails with an odd errno, unrun
-        put(d, *plan.result, sink);
-        return {};
-    }
-    int res = 0;
-    if (with_data) {
-        const bool cut = f == FaultKind::short_len;
-        if (cut || !batch_.fits(d.len)) {
-            // The short fault needs the READ alone in its write(); otherwise make room.
-            if (BatchResult r = flush(sink); r.status != BatchStatus::served) {
-                return r;
-            }
-        }
-        auto dst = batch_.reserve_data(d, d.len);
-        if (!dst) {
-            return {BatchStatus::failed, EPROTO}; // a flushed batch holds a max_io_bytes READ
-        }
-        res = execute(q_.backend, q_.backend_queue, d, *dst);
-        batch_.commit_data(res);
-        if (res == 0) {
-            s.user_data_bytes.add(d.len);
-        }
-        if (cut && res == 0) {
-            // The entry with half its data, the end of the write() inside it: the kernel must
-            // refuse it whole (EINVAL) and still take the right answer that follows.
-            std::span<const std::byte> all = batch_.bytes();
-            ssize_t n = sink.write(all.first(sizeof(userblk_io_cpl) + d.len / 2));
-            s.write_calls.add();
-            if (n == -ENODEV) {
-                return {BatchStatus::device_gone, ENODEV};
-            }
-            if (n >= 0) {
-                note("the kernel took a READ completion cut short", EPROTO, d.tag);
-                s.protocol_errors.add();
-            }
-            if (BatchResult r = flush(sink); r.status != BatchStatus::served) {
-                return r;
-            }
-        }
-    } else {
-        s.user_data_bytes.add(req.data.size());
-        res = execute(q_.backend, q_.backend_queue, d, req.data);
-        put(d, res, sink);
-    }
-    if (f) {
-        fault_suffix(*f, d, res, sink);
-    }
-    return {};
 }
 
 } // namespace copy

@@ -29,8 +29,7 @@ public:
 private:
     CopyQueue(KmodQueue& q, QueueBuffers buffers, const FaultConfig& fault)
         : QueueLoop(q, "copy", std::move(buffers), fault) {}
-    /// One request under the fault mode (with_data: a READ whose data goes inline).
-    BatchResult serve_faulty(const Request& req, bool with_data, CompletionSink& sink) noexcept;
+    class Seam;
 };
 
 } // namespace copy

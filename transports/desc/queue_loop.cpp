@@ -72,73 +72,6 @@ void QueueLoop::put(const userblk_io_desc& d, std::int32_t res, CompletionSink& 
     }
 }
 
-QueueLoop::FaultPlan QueueLoop::fault_prefix(FaultKind f, const userblk_io_desc& d,
-                                             CompletionSink& sink) noexcept {
-    FaultPlan plan;
-    switch (f) {
-    case FaultKind::drop:
-        plan.drop_it = true;
-        break;
-    case FaultKind::wrong_tag: {
-        // Every variant fails what it might hit (-EIO), so a lie that happened to match an
-        // outstanding request could only fail it, never fake its success.
-        const std::uint32_t depth = q_.device.queue_depth;
-        userblk_io_desc w = d;
-        switch (fault_.below(3)) {
-        case 0: // beyond the depth
-            w.tag = static_cast<std::uint16_t>(depth + fault_.below(0x10000 - depth));
-            break;
-        case 1: // the same tag, a generation it does not have
-            w.gen = d.gen + 1 + fault_.below(1000);
-            break;
-        default: // another tag, this request's generation
-            w.tag = static_cast<std::uint16_t>((d.tag + 1 + fault_.below(depth)) % depth);
-            break;
-        }
-        put(w, -EIO, sink);
-        break;
-    }
-    case FaultKind::bad_result:
-        if (fault_.below(2) == 0) {
-            put(d, fault_.invalid_result(), sink); // refused; the real answer follows
-        } else {
-            plan.result = fault_.odd_errno(); // a valid errno the request fails with
-        }
-        break;
-    case FaultKind::stall:
-        (void)flush(sink);
-        fault_.stall();
-        break;
-    case FaultKind::exit:
-        (void)flush(sink); // half the batch answered, the rest outstanding
-        fault_.exit_now();
-    case FaultKind::twice:
-    case FaultKind::short_len:
-    case FaultKind::scribble:
-        break;
-    }
-    return plan;
-}
-
-void QueueLoop::fault_suffix(FaultKind f, const userblk_io_desc& d, std::int32_t res,
-                             CompletionSink& sink) noexcept {
-    if (f != FaultKind::twice) {
-        return;
-    }
-    if (fault_.below(2) == 0) {
-        put(d, res, sink); // right after the first, in the same write()
-    } else {
-        dup_ = d; // at the start of the next batch, when the tag may be in use again
-    }
-}
-
-void QueueLoop::fault_pending(CompletionSink& sink) noexcept {
-    if (dup_) {
-        put(*dup_, 0, sink);
-        dup_.reset();
-    }
-}
-
 BatchResult QueueLoop::flush(CompletionSink& sink) noexcept {
     if (batch_.entries() == 0) {
         return {};
@@ -218,13 +151,51 @@ std::size_t desc_buffer_size(std::uint32_t queue_depth) noexcept {
     return (bytes + page - 1) / page * page;
 }
 
+/// The fault mode's way into a descriptor queue (core/fault.h): completions join the batch and
+/// leave through the batch's sink.
+class DescQueue::Seam final : public FaultSeam {
+public:
+    Seam(DescQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
+
+    [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
+    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        q_.put(d, res, sink_);
+        return true;
+    }
+    bool flush() noexcept override {
+        result = q_.flush(sink_);
+        return result.status == BatchStatus::served;
+    }
+    std::optional<std::int32_t> answer(const userblk_io_desc& d, bool short_read) noexcept override {
+        const int res = short_read ? q_.serve_short(d) : q_.serve(d);
+        q_.put(d, res, sink_);
+        return res;
+    }
+    bool fail(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        // Run, so that a WRITE's data leaves its channel; a READ's data is thrown away, since the
+        // kernel takes none of it with an error.
+        if (q_.serve(d) == 0 && d.op == USERBLK_OP_READ) {
+            q_.discard(d);
+        }
+        q_.put(d, res, sink_);
+        return true;
+    }
+
+    BatchResult result; ///< why the queue cannot go on, when a method said so
+
+private:
+    DescQueue& q_;
+    CompletionSink& sink_;
+};
+
 BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept {
     QueueStats& s = q_.stats;
     RequestParser parser(batch, q_.device.max_io_bytes, false);
     Request req;
     std::uint64_t count = 0;
-    if (fault_.armed()) [[unlikely]] {
-        fault_pending(sink);
+    Seam seam(*this, sink);
+    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
+        return seam.result;
     }
     for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
         if (ps == ParseStatus::truncated) {
@@ -246,7 +217,9 @@ BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
             note("malformed request: length past max_io_bytes", EPROTO, req.desc.tag);
             res = -EIO;
         } else if (fault_.armed()) [[unlikely]] {
-            serve_faulty(req.desc, sink);
+            if (!fault_.complete(req.desc, seam)) {
+                return seam.result;
+            }
             continue;
         } else {
             res = serve(req.desc);
@@ -256,28 +229,6 @@ BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
         }
     }
     return end_batch(count, sink);
-}
-
-void DescQueue::serve_faulty(const userblk_io_desc& d, CompletionSink& sink) noexcept {
-    std::optional<FaultKind> f = fault_.pick(d.tag);
-    if (!f) {
-        put(d, serve(d), sink);
-        return;
-    }
-    FaultPlan plan = fault_prefix(*f, d, sink);
-    if (plan.drop_it) {
-        return; // its data stays where it is: the device dies at the timeout
-    }
-    const bool is_read = d.op == USERBLK_OP_READ;
-    int res = *f == FaultKind::short_len && is_read ? serve_short(d) : serve(d);
-    if (plan.result) {
-        if (is_read && res == 0) {
-            discard(d); // answered with an error: the kernel takes none of its data
-        }
-        res = *plan.result;
-    }
-    put(d, res, sink);
-    fault_suffix(*f, d, res, sink);
 }
 
 } // namespace userblk::copy

@@ -64,22 +64,6 @@ protected:
     /// Logs a problem of this queue, capped so a broken kernel cannot flood the log.
     void note(const char* what, int err, std::uint16_t tag) noexcept;
 
-    // The fault hooks (core/fault.h), called only when fault_.armed(). A faulty completion is
-    // fault_prefix(), then the real entry (its result replaced if that returns one), then
-    // fault_suffix(). drop, stall and exit happen in fault_prefix() (drop: the caller skips the
-    // request when it returns drop_it).
-    struct FaultPlan {
-        bool drop_it = false;               ///< send nothing for this request
-        std::optional<std::int32_t> result; ///< send this result instead of the real one
-    };
-    /// Sends what comes before the real completion of d (wrong tags, refused results), or
-    /// stalls, or exits; flushes first where the fault needs the batch out.
-    FaultPlan fault_prefix(FaultKind f, const userblk_io_desc& d, CompletionSink& sink) noexcept;
-    /// Sends what comes after the real completion (a duplicate, now or in the next batch).
-    void fault_suffix(FaultKind f, const userblk_io_desc& d, std::int32_t res,
-                      CompletionSink& sink) noexcept;
-    /// Sends the duplicate a fault kept for this batch, if any.
-    void fault_pending(CompletionSink& sink) noexcept;
     /// Adds a completion without data, flushing first if the batch is full.
     void put(const userblk_io_desc& d, std::int32_t res, CompletionSink& sink) noexcept;
 
@@ -93,7 +77,6 @@ private:
     Mapping completions_;
     std::vector<std::uint32_t> entry_sizes_;
     std::uint32_t notes_ = 0;
-    std::optional<userblk_io_desc> dup_; ///< a duplicate completion owed to the next batch
 };
 
 /// The request and completion buffers of a descriptor-only queue (depth entries, page rounded).
@@ -118,8 +101,7 @@ protected:
     virtual void discard(const userblk_io_desc& /*desc*/) noexcept {}
 
 private:
-    /// Serves and answers d under the fault mode.
-    void serve_faulty(const userblk_io_desc& d, CompletionSink& sink) noexcept;
+    class Seam;
 };
 
 } // namespace userblk::copy

@@ -258,6 +258,42 @@ StepStatus RingQueue::push_completion(const userblk_io_desc& d, std::int32_t res
     return StepStatus::served;
 }
 
+/// The fault mode's way into a ring queue (core/fault.h): completions go into the completion
+/// ring, a RING_ENTER hands them over.
+class RingQueue::Seam final : public FaultSeam {
+public:
+    explicit Seam(RingQueue& q) noexcept : q_(q) {}
+
+    [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
+    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
+        status = q_.push_completion(d, res);
+        return status == StepStatus::served;
+    }
+    bool flush() noexcept override {
+        q_.ring_.set_cq_tail(q_.cq_tail_);
+        if (q_.enter(0) == -ENODEV) {
+            status = StepStatus::device_gone;
+            return false;
+        }
+        return true;
+    }
+    std::optional<std::int32_t> answer(const userblk_io_desc& d, bool /*short_read*/) noexcept override {
+        // A ring completion has no length: the short fault is not offered (kRingFaults).
+        const EntryCheck check = check_request(d, q_.ring_.nr_bufs(), q_.ring_.buf_size());
+        const int res = check == EntryCheck::ok ? q_.run_request(d) : q_.refuse_request(d, check);
+        if (!send(d, res)) {
+            return std::nullopt;
+        }
+        return res;
+    }
+    void scribble() noexcept override { q_.scribble(); }
+
+    StepStatus status = StepStatus::served; ///< why the pass cannot go on, when a method said so
+
+private:
+    RingQueue& q_;
+};
+
 StepStatus RingQueue::serve_available() noexcept {
     QueueStats& s = q_.stats;
     const std::uint32_t tail = ring_.sq_tail();
@@ -276,12 +312,9 @@ StepStatus RingQueue::serve_available() noexcept {
     sq_head_ = tail;
     ring_.set_sq_head(sq_head_);
     QueueStats::count_batch(s.request_batches, n);
-    if (fault_.armed() && dup_) [[unlikely]] {
-        StepStatus st = push_completion(*dup_, 0);
-        dup_.reset();
-        if (st != StepStatus::served) {
-            return st;
-        }
+    Seam seam(*this);
+    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
+        return seam.status;
     }
 
     // A tag seen twice in one pass was reused by the kernel: the earlier request timed out (its
@@ -304,8 +337,8 @@ StepStatus RingQueue::serve_available() noexcept {
             continue;
         }
         if (fault_.armed()) [[unlikely]] {
-            if (StepStatus st = serve_faulty(d, check); st != StepStatus::served) {
-                return st;
+            if (!fault_.complete(d, seam)) {
+                return seam.status;
             }
             continue;
         }
@@ -317,72 +350,6 @@ StepStatus RingQueue::serve_available() noexcept {
     }
     ring_.set_cq_tail(cq_tail_);
     return StepStatus::served;
-}
-
-StepStatus RingQueue::serve_faulty(const userblk_io_desc& d, EntryCheck check) noexcept {
-    std::optional<FaultKind> f = fault_.pick(d.tag);
-    auto answer = [&]() {
-        return check == EntryCheck::ok ? run_request(d) : refuse_request(d, check);
-    };
-    if (!f) {
-        return push_completion(d, answer());
-    }
-    StepStatus st = StepStatus::served;
-    switch (*f) {
-    case FaultKind::drop:
-        return StepStatus::served;
-    case FaultKind::exit:
-        ring_.set_cq_tail(cq_tail_); // what was answered so far goes to the kernel, the rest not
-        (void)enter(0);
-        fault_.exit_now();
-    case FaultKind::stall:
-        ring_.set_cq_tail(cq_tail_);
-        (void)enter(0);
-        fault_.stall();
-        return push_completion(d, answer());
-    case FaultKind::wrong_tag: {
-        const std::uint32_t depth = q_.device.queue_depth;
-        userblk_io_desc w = d;
-        switch (fault_.below(3)) {
-        case 0:
-            w.tag = static_cast<std::uint16_t>(depth + fault_.below(0x10000 - depth));
-            break;
-        case 1:
-            w.gen = d.gen + 1 + fault_.below(1000);
-            break;
-        default:
-            w.tag = static_cast<std::uint16_t>((d.tag + 1 + fault_.below(depth)) % depth);
-            break;
-        }
-        st = push_completion(w, -EIO); // fails what it might hit, never fakes a success
-        return st != StepStatus::served ? st : push_completion(d, answer());
-    }
-    case FaultKind::bad_result:
-        if (fault_.below(2) == 0) {
-            st = push_completion(d, fault_.invalid_result());
-            return st != StepStatus::served ? st : push_completion(d, answer());
-        }
-        return push_completion(d, fault_.odd_errno()); // unrun
-    case FaultKind::twice: {
-        int res = answer();
-        st = push_completion(d, res);
-        if (st != StepStatus::served) {
-            return st;
-        }
-        if (fault_.below(2) == 0) {
-            return push_completion(d, res);
-        }
-        dup_ = d;
-        return StepStatus::served;
-    }
-    case FaultKind::scribble:
-        st = push_completion(d, answer());
-        scribble();
-        return st;
-    case FaultKind::short_len:
-        break; // not offered: a ring completion has no length
-    }
-    return push_completion(d, answer());
 }
 
 void RingQueue::scribble() noexcept {

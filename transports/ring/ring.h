@@ -90,8 +90,7 @@ private:
     StepStatus push_completion(const userblk_io_desc& d, std::int32_t result) noexcept;
     StepStatus fail(int err, const char* what, std::uint32_t got, std::uint32_t ours) noexcept;
     void note(const char* what, int err, std::uint16_t tag) noexcept;
-    /// Runs and answers request i of the pass under the fault mode (core/fault.h).
-    StepStatus serve_faulty(const userblk_io_desc& d, EntryCheck check) noexcept;
+    class Seam;
     /// The scribble fault: garbage into one shared index or completion entry, shown to the
     /// kernel by a RING_ENTER, then our own state put back.
     void scribble() noexcept;
@@ -111,7 +110,6 @@ private:
     Status error_;
     std::uint32_t notes_ = 0; ///< diagnostics printed, capped so a broken kernel cannot flood
     FaultInjector fault_;
-    std::optional<userblk_io_desc> dup_; ///< a duplicate completion owed to the next pass
 };
 
 } // namespace ring
