@@ -8,6 +8,8 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "io.h"
+
 namespace userblk {
 
 Result<BackendQueue> BackendQueue::open(Backend& backend, unsigned id, std::uint32_t max_io_bytes,
@@ -112,7 +114,7 @@ int adapter_read_to_pipe(Backend& backend, BackendQueue& q, int pipe_fd, std::ui
         done += static_cast<std::size_t>(n);
     }
     q.stats().adapter_copied_bytes.add(len);
-    q.stats().user_data_bytes.add(len);
+    count_user_data(q, len);
     return 0;
 }
 
@@ -148,7 +150,7 @@ int adapter_write_from_pipe(Backend& backend, BackendQueue& q, int pipe_fd, std:
         return r;
     }
     q.stats().adapter_copied_bytes.add(len);
-    q.stats().user_data_bytes.add(len);
+    count_user_data(q, len);
     return 0;
 }
 

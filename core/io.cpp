@@ -63,6 +63,11 @@ int execute(Backend& backend, BackendQueue& q, const userblk_io_desc& desc,
             break;
         }
     }
+    // A WRITE's data was in our memory whatever became of it; a READ's only if it was read.
+    if ((desc.op == USERBLK_OP_WRITE && data.size() == desc.len) ||
+        (desc.op == USERBLK_OP_READ && r == 0)) {
+        count_user_data(q, desc.len);
+    }
     return finish(q, desc, r);
 }
 

@@ -15,7 +15,14 @@ constexpr bool range_ok(std::uint64_t off, std::uint64_t len, std::uint64_t size
     return len <= size && off <= size - len;
 }
 
-/// Runs one request on backend for queue q and counts it in q.stats() (op, bytes, errors).
+/// Counts len bytes of request data in the daemon's memory (QueueStats::user_data_bytes): the one
+/// place they are counted, called by execute() and by the pipe adapter (core/backend.h).
+inline void count_user_data(BackendQueue& q, std::uint64_t len) noexcept {
+    q.stats().user_data_bytes.add(len);
+}
+
+/// Runs one request on backend for queue q and counts it in q.stats() (op, bytes, errors, and
+/// the data in the daemon's memory: a WRITE's that it was given, a READ's that it read).
 /// data is the destination of a READ or the source of a WRITE and must be desc.len bytes; it is
 /// ignored for other ops. The op and range are checked first (unknown op: -EOPNOTSUPP; range
 /// past the end or data of the wrong size: -EINVAL). Returns the completion result: 0 or -errno.

@@ -516,7 +516,6 @@ int ServerConnection::serve_one(const Request& req, bool* disconnect) noexcept {
         if (r < 0) {
             return queue_reply(reply_error(r), req.cookie);
         }
-        s.user_data_bytes.add(req.length);
         return send_read_reply(req.cookie, data);
     }
 
@@ -531,7 +530,6 @@ int ServerConnection::serve_one(const Request& req, bool* disconnect) noexcept {
         if (int r = receive_payload(req.length, &payload); r < 0) {
             return r;
         }
-        s.user_data_bytes.add(req.length);
         if (std::uint32_t e = check_flags(req); e != 0) {
             return refuse(e, true);
         }

@@ -163,12 +163,7 @@ std::int32_t UblkQueue::run_request(std::uint16_t tag) noexcept {
         if (d.op == USERBLK_OP_READ || d.op == USERBLK_OP_WRITE) {
             data = buffers_.bytes().subspan(static_cast<std::size_t>(tag) * buf_size_, d.len);
         }
-        int result = execute(q_.backend, q_.backend_queue, d, data);
-        // Request data in the daemon's memory: a WRITE's data arrived, a READ's is sent.
-        if (d.op == USERBLK_OP_WRITE || (d.op == USERBLK_OP_READ && result == 0)) {
-            s.user_data_bytes.add(d.len);
-        }
-        return commit_result(d, result);
+        return commit_result(d, execute(q_.backend, q_.backend_queue, d, data));
     }
     s.protocol_errors.add();
     if (check == DescCheck::unknown_op) {

@@ -99,7 +99,6 @@ std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
                                                     bool short_read) noexcept {
     QueueStats& s = q_.q_.stats;
     if (!with_data_) {
-        s.user_data_bytes.add(req_->data.size());
         const int res = execute(q_.q_.backend, q_.q_.backend_queue, d, req_->data);
         q_.put(d, res, sink_);
         return res;
@@ -117,9 +116,6 @@ std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
     }
     const int res = execute(q_.q_.backend, q_.q_.backend_queue, d, *dst);
     q_.batch_.commit_data(res);
-    if (res == 0) {
-        s.user_data_bytes.add(d.len);
-    }
     if (short_read && res == 0) {
         // The entry with half its data, the end of the write() inside it: the kernel must refuse
         // it whole (EINVAL) and still take the right answer that follows.
@@ -183,15 +179,10 @@ BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& 
         }
         if (with_data) {
             if (auto dst = batch_.reserve_data(req.desc, data_len)) {
-                int res = execute(q_.backend, q_.backend_queue, req.desc, *dst);
-                batch_.commit_data(res);
-                if (res == 0) {
-                    s.user_data_bytes.add(data_len); // sent back by the write() of this batch
-                }
+                batch_.commit_data(execute(q_.backend, q_.backend_queue, req.desc, *dst));
                 continue;
             }
         }
-        s.user_data_bytes.add(req.data.size()); // a WRITE's data came in with the read()
         // After a flush an entry always fits (the buffer holds a max_io_bytes READ).
         int res = with_data ? -EIO : execute(q_.backend, q_.backend_queue, req.desc, req.data);
         if (!batch_.add(req.desc, res)) {

@@ -204,12 +204,7 @@ int RingQueue::run_request(const userblk_io_desc& d) noexcept {
     if (d.op == USERBLK_OP_READ || d.op == USERBLK_OP_WRITE) {
         data = ring_.buffer(d.tag).first(d.len); // check_request(): len <= buf_size
     }
-    int result = execute(q_.backend, q_.backend_queue, d, data);
-    // Request data in the daemon's memory, as for copy: a WRITE's data arrived, a READ's is sent.
-    if (d.op == USERBLK_OP_WRITE || (d.op == USERBLK_OP_READ && result == 0)) {
-        q_.stats.user_data_bytes.add(d.len);
-    }
-    return result;
+    return execute(q_.backend, q_.backend_queue, d, data); // counts the data in our memory
 }
 
 int RingQueue::refuse_request(const userblk_io_desc& d, EntryCheck why) noexcept {

@@ -96,15 +96,12 @@ private:
                 s.io_errors.add();
                 return r;
             }
-            s.user_data_bytes.add(d.len);
             return execute(q_.backend, q_.backend_queue, d, buf);
         }
         int res = execute(q_.backend, q_.backend_queue, d, buf);
         if (res == 0) {
             res = transfer(true, buf, off, d.tag);
-            if (res == 0) {
-                s.user_data_bytes.add(d.len);
-            } else {
+            if (res != 0) {
                 s.io_errors.add();
             }
         }
