@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,6 +37,8 @@
 #include "registry.h"
 #include "core/size.h"
 #include "core/unique_fd.h"
+#include "nbd/nbdkit.h"
+#include "nbd/sockets.h"
 
 namespace {
 
@@ -306,6 +309,58 @@ int cmd_del(std::uint32_t id, const std::string& transport) {
     return kExitOk;
 }
 
+/// `userblk nbdkit -- PLUGIN ARGS...`: Debian's nbdkit serving on a fresh port of 127.0.0.1,
+/// started by the project's one launcher (nbd/nbdkit.h). Prints "127.0.0.1:PORT PID" (PID:
+/// nbdkit's, whose CPU the harness accounts) on stdout as
+/// soon as the port accepts connections (before nbdkit has even run: socket activation), then
+/// waits: exits with nbdkit (0 if it exited 0), or stops it on SIGTERM or SIGINT and exits 0.
+/// Dies with its parent, and nbdkit with it. The harness's server for the forward backend.
+int cmd_nbdkit(const std::vector<std::string>& args) {
+    sigset_t waited;
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGTERM);
+    sigaddset(&waited, SIGINT);
+    sigaddset(&waited, SIGCHLD);
+    // Blocked before nbdkit starts, so that no signal is lost; the child unblocks them.
+    if (::pthread_sigmask(SIG_BLOCK, &waited, nullptr) != 0 ||
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+        return fail(kExitFailure, std::string("nbdkit: cannot set up signals: ") +
+                                      std::strerror(errno));
+    }
+    auto listener = nbd::Listener::make(SocketKind::tcp_loopback, "nbdkit");
+    if (!listener.ok()) {
+        return fail(kExitFailure, listener.status().message());
+    }
+    const std::string address = listener->address();
+    std::vector<std::string> argv = {"nbdkit", "--exit-with-parent"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    nbd::NbdkitProcess server;
+    if (Status st = server.start(argv, std::move(listener->fd)); !st.ok()) {
+        return fail(kExitFailure, st.message());
+    }
+    std::printf("%s %d\n", address.c_str(), static_cast<int>(server.pid()));
+    std::fflush(stdout);
+    while (true) {
+        siginfo_t info{};
+        if (::sigwaitinfo(&waited, &info) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return fail(kExitFailure, std::string("nbdkit: sigwaitinfo: ") + std::strerror(errno));
+        }
+        if (info.si_signo != SIGCHLD) {
+            server.stop();
+            return kExitOk;
+        }
+        if (std::string why = server.ended(); !why.empty()) {
+            if (why == "exited with status 0") {
+                return kExitOk;
+            }
+            return fail(kExitFailure, "nbdkit " + why);
+        }
+    }
+}
+
 /// One version of a file (inode and mtime): each document written and renamed is a new one.
 struct FileVersion {
     bool exists = false;
@@ -555,6 +610,14 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
 
+    std::vector<std::string> nbdkit_args;
+    CLI::App* nbdkit = app.add_subcommand(
+        "nbdkit", "Run Debian's nbdkit on a fresh port of 127.0.0.1 (socket activation); print "
+                  "127.0.0.1:PORT and nbdkit's pid once it accepts connections, stop it on SIGTERM. The harness's "
+                  "NBD server for the forward backend: userblk nbdkit -- memory 1G");
+    nbdkit->add_option("args", nbdkit_args, "nbdkit's plugin and its arguments, after --")
+        ->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -595,6 +658,9 @@ int run(int argc, char** argv) {
     }
     if (*stats) {
         return cmd_stats(stats_id, stats_transport, stats_timeout_s);
+    }
+    if (*nbdkit) {
+        return cmd_nbdkit(nbdkit_args);
     }
     std::fputs(app.help().c_str(), stderr);
     return kExitUsage;

@@ -15,13 +15,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
-#include <csignal>
-#include <cstring>
-#include <thread>
 
-#include <fcntl.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nbd/client.h"
@@ -29,9 +23,8 @@
 #include "core/log.h"
 #include "nbd/device.h"
 #include "nbdkit.h"
+#include "nbd/nbdkit.h"
 #include "nbd/sockets.h"
-
-extern char** environ; // NOLINT(readability-redundant-declaration)
 
 namespace userblk {
 
@@ -67,133 +60,6 @@ Result<std::vector<std::string>> nbdkit_command(std::string_view backend, std::u
 namespace {
 
 constexpr std::array<std::string_view, 2> kNbdkitBackends = {"null", "ram"};
-
-/// "exited with status 1", "was killed by signal 9", or "" while it runs.
-std::string child_end(pid_t pid, bool wait) {
-    int status = 0;
-    pid_t r;
-    do {
-        r = ::waitpid(pid, &status, wait ? 0 : WNOHANG);
-    } while (r < 0 && errno == EINTR);
-    if (r != pid) {
-        return {};
-    }
-    if (WIFEXITED(status)) {
-        return "exited with status " + std::to_string(WEXITSTATUS(status));
-    }
-    return "was killed by signal " + std::to_string(WTERMSIG(status));
-}
-
-/// nbdkit, started on a listening socket by socket activation.
-class NbdkitProcess {
-public:
-    NbdkitProcess() = default;
-    NbdkitProcess(const NbdkitProcess&) = delete;
-    NbdkitProcess& operator=(const NbdkitProcess&) = delete;
-    ~NbdkitProcess() { stop(); }
-
-    Status start(const std::vector<std::string>& args, unique_fd listener) {
-        // Everything the child needs is made before fork(): it only formats its pid.
-        std::vector<std::string> argv_s = args;
-        std::vector<char*> argv;
-        for (auto& a : argv_s) {
-            argv.push_back(a.data());
-        }
-        argv.push_back(nullptr);
-        std::vector<char*> envp;
-        for (char** e = environ; *e != nullptr; ++e) {
-            if (std::string_view(*e).rfind("LISTEN_", 0) != 0) {
-                envp.push_back(*e);
-            }
-        }
-        std::string fds = "LISTEN_FDS=1";
-        std::array<char, 32> pid_var{};
-        envp.push_back(fds.data());
-        envp.push_back(pid_var.data());
-        envp.push_back(nullptr);
-        const int lfd = listener.get();
-        const pid_t parent = ::getpid();
-
-        pid_ = ::fork();
-        if (pid_ < 0) {
-            pid_ = -1;
-            return Status::from_errno(errno, "nbdkit: cannot fork");
-        }
-        if (pid_ == 0) {
-            // The child: async-signal-safe calls only. The daemon blocks some signals and
-            // ignores SIGPIPE; nbdkit must start with neither.
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, nullptr);
-            std::signal(SIGPIPE, SIG_DFL);
-            // Until nbdkit's own --exit-with-parent: a daemon that dies now takes nbdkit along
-            // (the death signal survives exec).
-            if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != parent) {
-                ::_exit(125);
-            }
-            char digits[16];
-            int n = 0;
-            for (auto v = static_cast<unsigned>(::getpid()); v > 0 || n == 0; v /= 10) {
-                digits[n++] = static_cast<char>('0' + v % 10);
-            }
-            std::memcpy(pid_var.data(), "LISTEN_PID=", 11);
-            for (int i = 0; i < n; ++i) {
-                pid_var[static_cast<std::size_t>(11 + i)] = digits[n - 1 - i];
-            }
-            if (lfd == 3) {
-                ::fcntl(3, F_SETFD, 0);
-            } else if (::dup2(lfd, 3) < 0) {
-                ::_exit(126);
-            }
-            ::execvpe(argv[0], argv.data(), envp.data());
-            ::_exit(127);
-        }
-        // Our copy of the listener closes here: once nbdkit is gone, connecting is refused.
-        return {};
-    }
-
-    /// Why it is gone, or "" while it runs.
-    std::string ended() {
-        if (pid_ <= 0) {
-            return "is not running";
-        }
-        std::string why = child_end(pid_, false);
-        if (why.empty()) {
-            return why;
-        }
-        pid_ = -1;
-        if (why == "exited with status 127") {
-            return "could not be run (exit status 127: is nbdkit installed? apt-get install "
-                   "nbdkit, or make deps)";
-        }
-        return why;
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s; reaps it. Idempotent.
-    void stop() noexcept {
-        if (pid_ <= 0) {
-            return;
-        }
-        ::kill(pid_, SIGTERM);
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-        while (child_end(pid_, false).empty()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                log_error("nbdkit (pid %d) did not exit 5 s after SIGTERM: killing it",
-                          static_cast<int>(pid_));
-                ::kill(pid_, SIGKILL);
-                (void)child_end(pid_, true);
-                break;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        pid_ = -1;
-    }
-
-    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-
-private:
-    pid_t pid_ = -1;
-};
 
 class NbdkitTransport final : public Transport {
 public:
@@ -325,7 +191,7 @@ private:
         return Status::from_errno(st.error_number(), st.message(), "nbdkit " + why);
     }
 
-    NbdkitProcess server_;
+    nbd::NbdkitProcess server_;
     DeviceInfo info_;
     std::unique_ptr<nbd::KernelDevice> dev_;
 };

@@ -454,7 +454,8 @@ def run_cell(cell, plan, run_dir, klog):
             raise CellFailed(plan["_module_error"])
         if dev_spec["backend"] != results.NO_BACKEND:
             try:
-                store = stores.make(dev_spec["backend"], settings["size"], workdir, cdir)
+                store = stores.make(dev_spec["backend"], settings["size"], workdir, cdir,
+                                    settings["cli"])
             except stores.StoreError as e:
                 raise CellFailed(f"{dev_spec['backend']} backend: {e}")
             if store.server_argv:

@@ -7,16 +7,17 @@ device) make and remove:
 
 - `file`: a backing file, created empty in a scratch folder (on the guest's tmpfs); the
   backend extends it to the device size. Spec `file:path=FILE`.
-- `forward`: an NBD server on 127.0.0.1, nbdkit's memory plugin as large as the device, on a
-  free port, started in the foreground with --exit-with-parent so that it cannot outlive
-  its user. Spec `forward:host=127.0.0.1,port=PORT`. Its pid is `server_pid`: the runner
-  accounts its CPU apart (cpu_server_us_per_io).
+- `forward`: an NBD server on 127.0.0.1, nbdkit's memory plugin as large as the device,
+  started by `userblk nbdkit` (the project's one nbdkit launcher: a fresh port by socket
+  activation, nbdkit dies with it, and it with us). Spec `forward:host=127.0.0.1,port=PORT`.
+  nbdkit's pid is `server_pid`: the runner accounts its CPU apart (cpu_server_us_per_io).
 
 A store outlives the daemons that serve it until close(): a new daemon on the same store
 sees the data (`outlives_daemon`), except for backends whose data is the daemon's memory.
 """
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -24,8 +25,14 @@ import tempfile
 import time
 
 NBDKIT = "nbdkit"
-NBDKIT_READY_S = 30      # nbdkit must accept connections within this
+NBDKIT_READY_S = 30      # `userblk nbdkit` must say where it listens within this
 NBDKIT_STOP_S = 10
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def default_cli():
+    """The userblk binary of USERBLK_BUILD (default: the checkout's build/)."""
+    return os.path.join(os.environ.get("USERBLK_BUILD", os.path.join(TOP, "build")), "userblk")
 
 
 class StoreError(Exception):
@@ -96,36 +103,34 @@ def free_port(host="127.0.0.1"):
 
 
 class ForwardStore(Store):
-    """nbdkit's memory plugin as large as the device, on a free port of 127.0.0.1."""
+    """nbdkit's memory plugin as large as the device, on a fresh port of 127.0.0.1."""
     outlives_daemon = True
     host = "127.0.0.1"
 
-    def __init__(self, backend, size, scratch, log_dir=None):
+    def __init__(self, backend, size, scratch, log_dir=None, cli=None):
         super().__init__(backend, size, scratch, log_dir)
+        cli = cli or default_cli()
         if shutil.which(NBDKIT) is None:
             raise StoreError("nbdkit not found: the forward backend needs an NBD server "
                              "(Debian package nbdkit; make deps)")
-        try:
-            self.port = free_port(self.host)
-        except OSError as e:
-            raise StoreError(f"no TCP on {self.host} ({e}): is the loopback interface up?")
-        pidfile = os.path.join(scratch, f"nbdkit-{self.port}.pid")
+        if not os.access(cli, os.X_OK):
+            raise StoreError(f"{cli} not found: build userblk first (make build)")
         self.log_path = (os.path.join(log_dir, "server.log") if log_dir
-                         else os.path.join(scratch, f"nbdkit-{self.port}.log"))
-        self.server_argv = [NBDKIT, "--foreground", "--exit-with-parent", "-P", pidfile,
-                            "-i", self.host, "-p", str(self.port), "memory", self.size]
+                         else os.path.join(scratch, f"nbdkit-{os.getpid()}-{id(self)}.log"))
+        self.server_argv = [cli, "nbdkit", "--", "memory", self.size]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(self.server_argv, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        self.server_pid = self.proc.pid
-        # nbdkit writes its pid file once it accepts connections.
-        deadline = time.monotonic() + NBDKIT_READY_S
-        while not os.path.exists(pidfile):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise StoreError(f"{' '.join(self.server_argv)} did not start serving within "
-                                 f"{NBDKIT_READY_S} s: {self.log_tail()}")
-            time.sleep(0.02)
+                                         stdout=subprocess.PIPE, stderr=log)
+        # One line, "127.0.0.1:PORT PID", as soon as the port accepts connections.
+        ready, _, _ = select.select([self.proc.stdout], [], [], NBDKIT_READY_S)
+        line = self.proc.stdout.readline().decode(errors="replace").split() if ready else []
+        self.proc.stdout.close()
+        if len(line) != 2 or ":" not in line[0] or not line[1].isdigit():
+            self.close()
+            raise StoreError(f"{' '.join(self.server_argv)} did not start serving within "
+                             f"{NBDKIT_READY_S} s: {self.log_tail()}")
+        self.port = int(line[0].rsplit(":", 1)[1])
+        self.server_pid = int(line[1])
         self.spec = f"forward:host={self.host},port={self.port}"
 
     def log_tail(self, n=5):
@@ -152,8 +157,11 @@ class ForwardStore(Store):
 KINDS = {"file": FileStore, "forward": ForwardStore}
 
 
-def make(backend, size, scratch, log_dir=None):
+def make(backend, size, scratch, log_dir=None, cli=None):
     """The store for a device of size (a string with K/M/G suffix, as `userblk add --size`)
     served by backend, with its files in scratch and its server's output in
-    log_dir/server.log (default: scratch/nbdkit-PORT.log)."""
+    log_dir/server.log (default: a log in scratch). cli: the userblk binary that starts a
+    server (default: USERBLK_BUILD's)."""
+    if backend == "forward":
+        return ForwardStore(backend, size, scratch, log_dir, cli)
     return KINDS.get(backend, Store)(backend, size, scratch, log_dir)

@@ -26,6 +26,8 @@
 
 #include "core/backend.h"
 #include "core/unique_fd.h"
+#include "nbd/nbdkit.h"
+#include "nbd/sockets.h"
 #include "test_util.h"
 
 extern char** environ; // NOLINT(readability-redundant-declaration)
@@ -81,68 +83,27 @@ inline bool nbdkit_installed() {
 
 inline constexpr const char* kNoNbdkit = "nbdkit is not installed (apt-get install nbdkit)";
 
-/// `nbdkit --exit-with-parent ARGS...` serving on a free 127.0.0.1 port, by socket activation: the
-/// test binds and listens first and hands the socket over as fd 3 (LISTEN_FDS=1), so the port is
-/// known and accepts connections before nbdkit runs, with no race for the port and no wait for
-/// readiness. Also ignores SIGPIPE, as userblk does: the forward backend's splice() to a socket
-/// cannot pass MSG_NOSIGNAL.
+/// `nbdkit --exit-with-parent ARGS...` serving on a free 127.0.0.1 port, started by the project's
+/// one launcher (nbd/nbdkit.h): the listener is made first, so the port is known and accepts
+/// connections before nbdkit runs. Also ignores SIGPIPE, as userblk does: the forward backend's
+/// splice() to a socket cannot pass MSG_NOSIGNAL.
 class Nbdkit {
 public:
     explicit Nbdkit(const std::vector<std::string>& args) {
         std::signal(SIGPIPE, SIG_IGN);
-        unique_fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof(addr);
-        if (!listener.valid() ||
-            ::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 ||
-            ::listen(listener.get(), 16) < 0 ||
-            ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
-            ADD_FAILURE() << "cannot listen on 127.0.0.1: " << std::strerror(errno);
+        auto listener = nbd::Listener::make(SocketKind::tcp_loopback, "nbdkit");
+        if (!listener.ok()) {
+            ADD_FAILURE() << listener.status().message();
             return;
         }
+        const auto& addr = reinterpret_cast<const sockaddr_in&>(listener->addr);
         port_ = ntohs(addr.sin_port);
-
-        // Everything the child needs is built before fork(): it only formats its pid.
-        std::vector<std::string> argv_s = {"nbdkit", "--exit-with-parent"};
-        argv_s.insert(argv_s.end(), args.begin(), args.end());
-        std::vector<char*> argv;
-        for (auto& a : argv_s) {
-            argv.push_back(a.data());
+        std::vector<std::string> argv = {"nbdkit", "--exit-with-parent"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        if (Status st = process_.start(argv, std::move(listener->fd)); !st.ok()) {
+            ADD_FAILURE() << st.message();
         }
-        argv.push_back(nullptr);
-        std::vector<char*> envp;
-        for (char** e = environ; *e != nullptr; ++e) {
-            if (std::string_view(*e).rfind("LISTEN_", 0) != 0) {
-                envp.push_back(*e);
-            }
-        }
-        std::string fds = "LISTEN_FDS=1";
-        std::string pid(48, '\0');
-        envp.push_back(fds.data());
-        envp.push_back(pid.data());
-        envp.push_back(nullptr);
-
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            std::snprintf(pid.data(), pid.size(), "LISTEN_PID=%d", static_cast<int>(::getpid()));
-            if (listener.get() == 3) {
-                ::fcntl(3, F_SETFD, 0);
-            } else {
-                ::dup2(listener.get(), 3);
-            }
-            ::execvpe("nbdkit", argv.data(), envp.data());
-            ::_exit(127);
-        }
-        if (pid_ < 0) {
-            ADD_FAILURE() << "fork failed: " << std::strerror(errno);
-        }
-        // Our copy of the listener closes here: once nbdkit is gone, connecting is refused.
     }
-    Nbdkit(const Nbdkit&) = delete;
-    Nbdkit& operator=(const Nbdkit&) = delete;
-    ~Nbdkit() { kill(); }
 
     [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
     [[nodiscard]] std::string port_string() const { return std::to_string(port_); }
@@ -152,18 +113,10 @@ public:
     }
 
     /// Ends it now (SIGKILL) and reaps it: its connections are closed by the kernel.
-    void kill() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-            }
-            pid_ = -1;
-        }
-    }
+    void kill() { process_.kill(); }
 
 private:
-    pid_t pid_ = -1;
+    nbd::NbdkitProcess process_;
     std::uint16_t port_ = 0;
 };
 
