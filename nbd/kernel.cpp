@@ -58,8 +58,12 @@ std::string sys_block_dir(unsigned index) {
 
 } // namespace
 
-std::vector<std::string> modprobe_command() {
-    return {"modprobe", "nbd", "nbds_max=" + std::to_string(kNbdsMax), "max_part=0"};
+ModuleSpec module_spec() {
+    return {.name = "nbd",
+            .params = {"nbds_max=" + std::to_string(kNbdsMax), "max_part=0"},
+            .built = {},
+            .ready_path = "/dev/nbd0",
+            .hint = {}};
 }
 
 std::optional<unsigned> find_free_device(const std::string& sys_block, unsigned from) {
@@ -108,15 +112,8 @@ Result<std::unique_ptr<KernelDevice>> KernelDevice::attach(std::vector<unique_fd
             EINVAL, who + ": largest request " + std::to_string(setup.max_io_bytes) + " bytes",
             "the nbd driver takes whole KiB from 4K to 32M (--max-io)");
     }
-    if (!exists("/sys/module/nbd") || !exists("/dev/nbd0")) {
-        if (Status st = run_command(modprobe_command()); !st.ok()) {
-            return Status::from_errno(st.error_number(), who + ": cannot load the nbd driver",
-                                      st.message());
-        }
-        if (Status st = wait_for_path("/dev/nbd0", 5000); !st.ok()) {
-            return Status::from_errno(st.error_number(), who + ": the nbd driver is loaded",
-                                      st.message());
-        }
+    if (Status st = load_module(module_spec()); !st.ok()) {
+        return Status::from_errno(st.error_number(), who + ": the nbd driver", st.message());
     }
 
     unique_fd fd;

@@ -42,6 +42,7 @@
 
 #include <sys/types.h>
 
+#include "core/module.h"
 #include "core/status.h"
 #include "core/unique_fd.h"
 
@@ -64,8 +65,8 @@ struct KernelSetup {
     std::uint32_t depth = 128;               ///< queue/nr_requests, at most kKernelQueueDepth
 };
 
-/// The modprobe command line that loads the driver.
-std::vector<std::string> modprobe_command();
+/// How the driver is loaded (core/module.h): `modprobe nbd nbds_max=16 max_part=0`.
+ModuleSpec module_spec();
 
 /// The index of the first nbd device at or after from that looks free in sys_block (the folder
 /// of block devices, /sys/block): nbd<N> is there, has no pid attribute (no NBD_DO_IT runs) and

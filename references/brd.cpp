@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <string>
 
+#include "core/module.h"
 #include "core/capabilities.h"
 #include "reference.h"
 
@@ -26,8 +27,12 @@ public:
                                       "its size is fixed at load time: remove its devices and "
                                       "'rmmod brd' first");
         }
-        if (Status st = run_command({"modprobe", "brd", "rd_nr=1", "max_part=0",
-                                                "rd_size=" + std::to_string(cfg.size / 1024)});
+        if (Status st = load_module(
+                {.name = "brd",
+                 .params = {"rd_nr=1", "max_part=0", "rd_size=" + std::to_string(cfg.size / 1024)},
+                 .built = {},
+                 .ready_path = "/dev/ram0",
+                 .hint = {}});
             !st.ok()) {
             return st;
         }

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <string>
 
+#include "core/module.h"
 #include "core/capabilities.h"
 #include "core/unique_fd.h"
 #include "reference.h"
@@ -77,10 +78,8 @@ public:
                 "the device's " + std::to_string(cfg.size) + " bytes would not fit");
         }
         if (::access(kControl, F_OK) != 0) {
-            if (Status st = run_command({"modprobe", "loop"}); !st.ok()) {
-                return st;
-            }
-            if (Status st = wait_for_path(kControl, 5000); !st.ok()) {
+            if (Status st = load_module(
+                    {.name = "loop", .params = {}, .built = {}, .ready_path = kControl, .hint = {}}); !st.ok()) {
                 return st;
             }
         }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <string>
 
+#include "core/module.h"
 #include "core/capabilities.h"
 #include "reference.h"
 
@@ -26,7 +27,11 @@ public:
             return Status::from_errno(EINVAL, "null_blk: size " + std::to_string(cfg.size),
                                       "null_blk sizes are whole MiB");
         }
-        if (Status st = run_command({"modprobe", "null_blk", "nr_devices=0"});
+        if (Status st = load_module({.name = "null_blk",
+                                                     .params = {"nr_devices=0"},
+                                                     .built = {},
+                                                     .ready_path = {},
+                                                     .hint = {}});
             !st.ok()) {
             return st;
         }

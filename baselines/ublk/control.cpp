@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/module.h"
 #include "core/system.h"
 
 namespace userblk::ublk {
@@ -17,7 +18,6 @@ namespace userblk::ublk {
 namespace {
 
 /// How long a device node may take to appear (devtmpfs makes it at once; udev may take a while).
-constexpr unsigned kNodeWaitMs = 5000;
 
 bool exists(const std::string& path) {
     struct stat st {};
@@ -168,80 +168,24 @@ std::string self_exe() {
     return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
 }
 
-/// finit_module() of path; 0, or the errno (EEXIST: loaded meanwhile, which is fine).
-int insmod(const std::string& path) {
-    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        return errno;
-    }
-    if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0) {
-        return errno;
-    }
-    return 0;
-}
-
-Status wait_for_control() {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kNodeWaitMs);
-    while (!exists(kControlPath)) {
-        if (std::chrono::steady_clock::now() > deadline) {
-            return Status::from_errno(ENOENT, std::string("ublk: ") + kControlPath,
-                                      "ublk_drv is loaded but its control device did not appear "
-                                      "within " +
-                                          std::to_string(kNodeWaitMs) + " ms");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return {};
-}
-
 } // namespace
 
 Status load_driver(std::string* how) {
-    auto say = [how](std::string text) {
-        if (how != nullptr) {
-            *how = std::move(text);
-        }
-    };
     if (exists(kControlPath)) {
-        say("present");
+        if (how != nullptr) {
+            *how = "present";
+        }
         return {};
     }
-    if (exists("/sys/module/ublk_drv")) {
-        say("present");
-        return wait_for_control();
-    }
-    // The kernel's own module, where it was built with CONFIG_BLK_DEV_UBLK=m.
-    if (run_command({"modprobe", "-q", "ublk_drv"}).ok()) {
-        say("modprobe");
-        return wait_for_control();
-    }
-    std::string tried;
-    for (const std::string& ko : module_candidates(self_exe())) {
-        if (!exists(ko)) {
-            tried += (tried.empty() ? "" : ", ") + ko + " (missing)";
-            continue;
-        }
-        int err = insmod(ko);
-        if (err == 0 || err == EEXIST) {
-            say(ko);
-            return wait_for_control();
-        }
-        std::string why;
-        if (err == ENOEXEC) {
-            why = "built for another kernel than this one (" + ko + ": vermagic)";
-        } else if (err == EPERM) {
-            why = "run as root (CAP_SYS_MODULE)";
-        } else if (err == EKEYREJECTED || err == EKEYREVOKED) {
-            why = "the kernel only loads signed modules (lockdown or module.sig_enforce)";
-        }
-        return Status::from_errno(err, "ublk: insmod " + ko + " failed", why);
-    }
-    return Status::from_errno(ENOENT, "ublk: cannot load ublk_drv",
-                              "this kernel has no ublk_drv module (modprobe ublk_drv failed) and "
-                              "no module built by this tree was found: " +
-                                  (tried.empty() ? std::string("no candidate") : tried) +
-                                  "; build it with the CMake target ublk_kmod (needs "
-                                  "linux-source-6.1: make deps)");
+    // The kernel's own module where it was built with CONFIG_BLK_DEV_UBLK=m, else ours.
+    ModuleSpec spec{
+        .name = "ublk_drv",
+        .params = {},
+        .built = module_candidates(self_exe()),
+        .ready_path = kControlPath,
+        .hint = "build it with the CMake target ublk_kmod (needs linux-source-6.1: make deps)",
+    };
+    return load_module(spec, how);
 }
 
 Status remove_device(std::uint32_t id) {

@@ -605,7 +605,10 @@ def guest_facts():
 
 
 def load_module():
-    """insmod userblk.ko unless it is loaded; -> (loaded by us, error message or None)."""
+    """insmod userblk.ko from USERBLK_KMOD_DIR unless it is loaded; -> (loaded by us, error
+    message or None). The one loader of userblk.ko in Python: the runner's, the kernel suite's,
+    the fuzzers' and the fault matrix's (kernel modules the daemon needs, ublk_drv, nbd and the
+    references' drivers, it loads itself: core/module.h)."""
     if os.path.exists(CONTROL):
         return False, None
     ko = os.path.join(os.environ.get("USERBLK_KMOD_DIR", ""), "userblk.ko")

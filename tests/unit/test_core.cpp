@@ -9,6 +9,7 @@
 #include "core/capabilities.h"
 #include "core/config.h"
 #include "core/io.h"
+#include "core/module.h"
 #include "core/mapping.h"
 #include "core/status.h"
 #include "core/unique_fd.h"
@@ -186,3 +187,35 @@ TEST(Execute, RejectsUnknownOpsBadRangesAndWrongBuffers) {
 }
 
 } // namespace
+
+namespace userblk {
+namespace {
+
+TEST(LoadModule, AModuleThatIsPresentIsNotLoadedAgain) {
+    // Every kernel has /sys/module/kernel; nothing is run for it.
+    std::string how;
+    ModuleSpec spec{.name = "kernel", .params = {}, .built = {}, .ready_path = {}, .hint = {}};
+    EXPECT_TRUE(load_module(spec, &how).ok());
+    EXPECT_EQ(how, "present");
+}
+
+TEST(LoadModule, NothingToLoadSaysWhatWasTriedAndWhatToDo) {
+    std::string how = "unchanged";
+    ModuleSpec spec{.name = "userblk_no_such_module",
+                    .params = {},
+                    .built = {"/nonexistent/userblk_no_such_module.ko"},
+                    .ready_path = {},
+                    .hint = "build it with the target x"};
+    Status st = load_module(spec, &how);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("cannot load userblk_no_such_module"), std::string::npos)
+        << st.message();
+    EXPECT_NE(st.message().find("/nonexistent/userblk_no_such_module.ko (missing)"),
+              std::string::npos)
+        << st.message();
+    EXPECT_NE(st.message().find("build it with the target x"), std::string::npos);
+    EXPECT_EQ(how, "unchanged");
+}
+
+} // namespace
+} // namespace userblk

@@ -78,8 +78,10 @@ TEST(NbdKernel, NoDevicesOrNoFolder) {
 }
 
 TEST(NbdKernel, ModuleIsLoadedWithoutPartitions) {
-    EXPECT_EQ(modprobe_command(),
-              (std::vector<std::string>{"modprobe", "nbd", "nbds_max=16", "max_part=0"}));
+    const ModuleSpec spec = module_spec();
+    EXPECT_EQ(spec.name, "nbd");
+    EXPECT_EQ(spec.params, (std::vector<std::string>{"nbds_max=16", "max_part=0"}));
+    EXPECT_EQ(spec.ready_path, "/dev/nbd0");
 }
 
 // --- settings --------------------------------------------------------------------------------

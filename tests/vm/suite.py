@@ -36,7 +36,7 @@ STALL_DAEMON = os.path.join(BUILD, "tests", "vm", "userblk_stall_daemon")
 CONTROL = "/dev/userblk-control"
 
 sys.path.insert(0, os.path.join(TOP, "harness"))
-from userblk_harness import dmesg, fioresult, stores  # noqa: E402
+from userblk_harness import dmesg, fioresult, runner, stores  # noqa: E402
 
 
 def run(argv, timeout=300, check=True, **kw):
@@ -52,14 +52,12 @@ def kmsg(line):
 
 
 def load_module():
-    """Load userblk.ko from USERBLK_KMOD_DIR unless it is loaded already."""
-    if os.path.exists(CONTROL):
-        return False
-    ko = os.path.join(os.environ.get("USERBLK_KMOD_DIR", ""), "userblk.ko")
-    if not os.path.isfile(ko):
-        raise RuntimeError(f"userblk.ko not found in USERBLK_KMOD_DIR={os.environ.get('USERBLK_KMOD_DIR')}")
-    run(["insmod", ko])
-    return True
+    """Load userblk.ko from USERBLK_KMOD_DIR unless it is loaded already (the harness's loader);
+    True if this call loaded it."""
+    loaded, err = runner.load_module()
+    if err:
+        raise RuntimeError(err)
+    return loaded
 
 
 # The backends the suite runs on: those that keep data (null drops it), with their stores made
