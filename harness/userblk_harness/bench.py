@@ -18,6 +18,7 @@ import time
 
 from . import fioresult, hostload, native, report, results, vm, workloads
 from .kernel import KernelError
+from .say import logger
 
 TOP = results.TOP
 PY = "/usr/bin/python3"
@@ -39,8 +40,7 @@ class BenchError(Exception):
     """A problem the user can act on; the message says what to do."""
 
 
-def say(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+say = logger("bench")
 
 
 # --- the CLI -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import sys
 import time
 
 from .kernel import Kernel, KernelError
+from .say import logger
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRAGMENT = os.path.join(TOP, "harness", "kernel", "debug.config")
@@ -101,8 +102,7 @@ def find():
                            "acpi=noirq"))
 
 
-def _say(msg):
-    print(f"debug-kernel: {msg}", file=sys.stderr, flush=True)
+_say = logger("debug-kernel")
 
 
 def _run(argv, **kw):

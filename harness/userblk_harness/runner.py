@@ -25,6 +25,7 @@ import time
 import traceback
 
 from . import cpuacct, daemonstats, dmesg, fioresult, results, stores
+from .say import logger
 from .workloads import WORKLOADS_DIR
 from .workloads import parse as parse_workload
 
@@ -35,8 +36,7 @@ SNAPSHOT_TIMEOUT_S = 10     # the statistics file must appear within this after 
 VERIFY_TIMEOUT_S = 600
 
 
-def log(msg):
-    print(msg, flush=True)
+log = logger("bench", stdout=True)
 
 
 def iso(t=None):
@@ -641,7 +641,7 @@ def main(run_dir):
     loaded, err = load_module()
     plan["_module_error"] = err
     if err:
-        log(f"bench: userblk.ko: {err}; userblk cells will fail, reference cells still run")
+        log(f"userblk.ko: {err}; userblk cells will fail, reference cells still run")
     klog = KernelLog()
     total = len(plan["cells"])
     todo = [c for c in plan["cells"]
@@ -667,11 +667,11 @@ def main(run_dir):
         else:
             what = f"{rec['status'].upper()}: {rec['reason']}"
         dev = f"{cell['transport']}/{cell['backend']}"
-        log(f"bench: [{cell['index']:>{len(str(total))}}/{total}] {dev} {cell['workload']} "
+        log(f"[{cell['index']:>{len(str(total))}}/{total}] {dev} {cell['workload']} "
             f"rep {cell['rep']}: {what} | elapsed {fmt_duration(time.time() - started)}, "
             f"ETA {fmt_duration(left * per_cell)}")
     if loaded:
         r = subprocess.run(["rmmod", "userblk"], capture_output=True, text=True)  # after insmod
         if r.returncode != 0:
-            log(f"bench: rmmod userblk failed: {r.stderr.strip()}")
+            log(f"rmmod userblk failed: {r.stderr.strip()}")
     return 0

@@ -17,6 +17,7 @@ import time
 
 from . import debugkernel, dmesg, initramfs
 from .kernel import find_vm_kernel
+from .say import logger
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QEMU = "qemu-system-x86_64"
@@ -95,9 +96,12 @@ def _new_out_dir():
     return path
 
 
+_say = logger("vm")
+
+
 def _log(opts, msg):
     if not opts.quiet:
-        print(f"vm: {msg}", file=sys.stderr, flush=True)
+        _say(msg)
 
 
 def choose_accel(opts, kernel):
