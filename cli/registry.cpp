@@ -96,6 +96,14 @@ Capabilities describe_transport(const TransportEntry& entry) {
         caps.set("mode", entry.name);
         caps.set_number("mode_number", entry.mode);
     }
+    caps.set("backend_use", backend_use_name(entry.backends));
+    if (entry.backends == BackendUse::own) {
+        std::string names;
+        for (std::string_view n : entry.own_backends) {
+            names += (names.empty() ? "" : ",") + std::string(n);
+        }
+        caps.set("backends", names);
+    }
     entry.make()->describe(caps);
     return caps;
 }

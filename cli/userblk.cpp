@@ -105,10 +105,8 @@ int cmd_add(const AddOptions& o) {
         return fail(kExitUsage, "unknown transport '" + o.transport +
                                     "'; valid transports: " + transport_names());
     }
-    std::unique_ptr<Transport> probe = launch.transport->make();
-    bool needs_backend = probe->needs_backend();
-    std::span<const std::string_view> own = probe->own_backends();
-    if (!own.empty()) {
+    const std::span<const std::string_view> own = launch.transport->own_backends;
+    if (launch.transport->backends == BackendUse::own) {
         // It serves the backend by name with a server of its own (nbdkit): no Backend object.
         std::string names;
         for (std::string_view n : own) {
@@ -124,7 +122,7 @@ int cmd_add(const AddOptions& o) {
                                         (o.backend.empty() ? "" : ", not '" + o.backend + "'"));
         }
         launch.cfg.backend = spec->name;
-    } else if (!needs_backend) {
+    } else if (launch.transport->backends == BackendUse::none) {
         if (!o.backend.empty() && o.backend != "-") {
             return fail(kExitUsage, std::string(launch.transport->name) +
                                         " is served by the kernel alone: it takes no --backend");

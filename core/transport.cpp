@@ -22,4 +22,16 @@ std::string_view kind_name(TransportKind kind) noexcept {
     return "unknown";
 }
 
+std::string_view backend_use_name(BackendUse use) noexcept {
+    switch (use) {
+    case BackendUse::object:
+        return "object";
+    case BackendUse::none:
+        return "none";
+    case BackendUse::own:
+        return "own";
+    }
+    return "unknown";
+}
+
 } // namespace userblk

@@ -31,8 +31,8 @@ public:
 
     /// Appends key=value capability lines for `userblk --dump-transport` (after name=). Required.
     virtual void describe(Capabilities& caps) const = 0;
-    /// Creates the device for cfg, to be served by backend (nullptr exactly when needs_backend()
-    /// is false); not yet visible or served. Required.
+    /// Creates the device for cfg, to be served by backend (nullptr exactly when the entry's
+    /// backends is not BackendUse::object); not yet visible or served. Required.
     virtual Status create(const DeviceConfig& cfg, Backend* backend) = 0;
     /// Serves every queue, one thread per queue, makes the device visible, calls ready, and returns
     /// once the device is dead or stop is requested and all threads are joined. Required.
@@ -44,15 +44,20 @@ public:
     [[nodiscard]] virtual DeviceInfo info() const;
     /// Per-queue statistics, after create(). Optional: default none (nullptr).
     [[nodiscard]] virtual const DeviceStats* stats() const;
-    /// Whether requests are served by a Backend; false for kernel-only reference devices.
-    /// Optional: default true.
-    [[nodiscard]] virtual bool needs_backend() const { return true; }
-    /// The backends this transport serves by name with a server of its own instead of through a
-    /// Backend object (nbdkit: its memory plugin for "ram", its null plugin for "null"). When not
-    /// empty, needs_backend() is false and create() reads the name from DeviceConfig::backend,
-    /// which `userblk add --backend` must give. Optional: default none.
-    [[nodiscard]] virtual std::span<const std::string_view> own_backends() const { return {}; }
 };
+
+/// How a transport's requests reach their data: a field of its registry entry, which
+/// `userblk add` reads to know what --backend means for it.
+enum class BackendUse {
+    object, ///< through a Backend object that `userblk add --backend` makes (every transport
+            ///< under study and every baseline)
+    none,   ///< nowhere in user space: a kernel-only reference device; no --backend
+    own,    ///< by name, with a server of its own (nbdkit's plugins): --backend names one of
+            ///< the entry's own_backends, without options; create() reads DeviceConfig::backend
+};
+
+/// "object", "none" or "own" (`backend_use=` in `userblk --dump-transport`).
+std::string_view backend_use_name(BackendUse use) noexcept;
 
 /// What a transport is to the study: a typed field of its registry entry (`kind=` in
 /// `userblk --dump-transport`), which the harness, the plots and the tests read.
@@ -86,6 +91,9 @@ struct TransportEntry {
     /// transport whose devices are not userblk.ko's (ublk). Optional: nullptr = userblk.ko's
     /// DEL_DEV.
     Status (*remove)(std::uint32_t id) = nullptr;
+    BackendUse backends = BackendUse::object;
+    /// With BackendUse::own: the backend names it serves itself (nbdkit: "null", "ram").
+    std::span<const std::string_view> own_backends = {};
 };
 
 } // namespace userblk

@@ -73,6 +73,7 @@ const TransportEntry transport_entry_brd{
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's RAM disk (the memory ceiling)",
     .make = &make_transport<Brd>,
+    .backends = BackendUse::none,
 };
 
 } // namespace userblk

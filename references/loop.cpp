@@ -239,6 +239,7 @@ const TransportEntry transport_entry_loop{
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's loop device over a file on tmpfs (the kernel serving a file)",
     .make = &make_transport<Loop>,
+    .backends = BackendUse::none,
 };
 
 } // namespace userblk

@@ -66,7 +66,6 @@ public:
     ~NbdkitTransport() override { (void)destroy(); }
 
     void describe(Capabilities& caps) const override {
-        caps.set("backends", "null,ram");
         caps.set("backend", "by name, served by nbdkit's own plugins: ram -> memory "
                             "(allocator=malloc, a flat array), null -> null; no Backend object");
         caps.set("daemon", "nbdkit (Debian's), a child of userblk add started by socket "
@@ -81,10 +80,6 @@ public:
         caps.set_flag("polling", false);
     }
 
-    [[nodiscard]] bool needs_backend() const override { return false; }
-    [[nodiscard]] std::span<const std::string_view> own_backends() const override {
-        return kNbdkitBackends;
-    }
 
     Status create(const DeviceConfig& cfg, Backend* /*backend: served by nbdkit itself*/) override {
         if (dev_) {
@@ -205,6 +200,8 @@ const TransportEntry transport_entry_nbdkit{
                "for null)",
     .make = &make_transport<NbdkitTransport>,
     .remove = &remove_nbd_device,
+    .backends = BackendUse::own,
+    .own_backends = kNbdkitBackends,
 };
 
 } // namespace userblk

@@ -118,6 +118,7 @@ const TransportEntry transport_entry_null_blk{
     .kind = TransportKind::reference,
     .summary = "reference: the kernel's null_blk, blk-mq with no user space (the per-I/O floor)",
     .make = &make_transport<NullBlk>,
+    .backends = BackendUse::none,
 };
 
 } // namespace userblk

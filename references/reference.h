@@ -27,7 +27,6 @@ public:
     void describe(Capabilities& caps) const override;
     Status serve(std::stop_token stop, const ReadyFn& ready) override;
     [[nodiscard]] DeviceInfo info() const override { return info_; }
-    [[nodiscard]] bool needs_backend() const override { return false; }
 
 protected:
     /// Appends the lines particular to this device (module, limits). Required.

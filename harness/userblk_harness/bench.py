@@ -93,15 +93,17 @@ def stores_data(transport, kind, backend, tdesc, bdesc):
 
 
 def device_backends(name, kind, tdesc, want_b, explicit):
-    """The backends a device runs on: every wanted one for a transport; for a reference,
-    none ("-", the kernel serves it) unless it names the ones it serves itself (backends=
-    in --dump-transport, e.g. nbdkit: null,ram), then the wanted ones among them. A
-    reference asked for by name that serves none of the wanted backends is an error."""
-    if kind != "reference":
+    """The backends a device runs on, by its entry's backend_use= (--dump-transport): every
+    wanted one for a transport served through a Backend object ("object"); none ("-", the
+    kernel serves it) for a kernel-only reference ("none"); for one that serves backends by
+    name itself ("own", e.g. nbdkit: backends=null,ram), the wanted ones among them. One asked
+    for by name that serves none of the wanted backends is an error."""
+    use = tdesc.get("backend_use", "object")
+    if use == "object":
         return list(want_b)
-    own = split_list(tdesc.get("backends", ""))
-    if not own:
+    if use == "none":
         return [results.NO_BACKEND]
+    own = split_list(tdesc.get("backends", ""))
     served = [b for b in want_b if b in own]
     if not served and explicit:
         raise BenchError(f"{name} serves only the backends {', '.join(own)}, not "

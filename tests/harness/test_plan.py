@@ -18,9 +18,9 @@ case "$1" in
 --list-backends) printf 'null\\nram\\nfile\\n' ;;
 --dump-transport)
 	case "$2" in
-	null_blk) printf 'name=null_blk\\nkind=reference\\n' ;;
-	nbdkit) printf 'name=nbdkit\\nkind=reference\\nbackends=null,ram\\ndelete=userblk del --transport <name> <N>\\n' ;;
-	copy|ring) printf 'name=%s\\nkind=userblk\\n' "$2" ;;
+	null_blk|brd) printf 'name=%s\\nkind=reference\\nbackend_use=none\\n' "$2" ;;
+	nbdkit) printf 'name=nbdkit\\nkind=reference\\nbackend_use=own\\nbackends=null,ram\\ndelete=userblk del --transport <name> <N>\\n' ;;
+	copy|ring) printf 'name=%s\\nkind=userblk\\nbackend_use=object\\n' "$2" ;;
 	*) echo "userblk: unknown transport '$2'" >&2; exit 2 ;;
 	esac ;;
 --dump-backend)

@@ -205,9 +205,12 @@ TEST(Nbdkit, BackendsMapToPlugins) {
 }
 
 TEST(Nbdkit, ServesItsBackendsByName) {
-    auto t = find_transport("nbdkit")->make();
-    EXPECT_FALSE(t->needs_backend());
-    std::vector<std::string> own(t->own_backends().begin(), t->own_backends().end());
+    const TransportEntry* e = find_transport("nbdkit");
+    auto t = e->make();
+    EXPECT_EQ(e->backends, BackendUse::own);
+    EXPECT_EQ(describe_transport(*e).get("backend_use"), "own");
+    EXPECT_EQ(describe_transport(*e).get("backends"), "null,ram");
+    std::vector<std::string> own(e->own_backends.begin(), e->own_backends.end());
     EXPECT_EQ(own, (std::vector<std::string>{"null", "ram"}));
     for (const auto& name : own) {
         EXPECT_NE(find_backend(name), nullptr) << name << " is a registered backend";
@@ -250,8 +253,8 @@ TEST(NbdTransport, DescribesItself) {
     EXPECT_EQ(caps.get("polling"), "0");
     EXPECT_EQ(caps.get("data_stays_in_kernel"), "0");
     EXPECT_EQ(caps.get("queue_depth"), "128");
-    EXPECT_TRUE(find_transport("nbd")->make()->needs_backend());
-    EXPECT_TRUE(find_transport("nbd")->make()->own_backends().empty());
+    EXPECT_EQ(find_transport("nbd")->backends, BackendUse::object);
+    EXPECT_TRUE(find_transport("nbd")->own_backends.empty());
     EXPECT_NE(find_transport("nbd")->remove, nullptr) << "userblk del --transport nbd N";
     EXPECT_NE(find_transport("nbdkit")->remove, nullptr);
 }
@@ -304,7 +307,8 @@ TEST(LoopReference, DescribesItself) {
     EXPECT_EQ(caps.get("module"), "loop");
     EXPECT_EQ(caps.get("device"), "/dev/loop<N>");
     EXPECT_EQ(caps.get("data").value_or("").rfind("a file on tmpfs", 0), 0U);
-    EXPECT_FALSE(find_transport("loop")->make()->needs_backend());
+    EXPECT_EQ(find_transport("loop")->backends, BackendUse::none);
+    EXPECT_EQ(describe_transport(*find_transport("loop")).get("backend_use"), "none");
 }
 
 // --- the CLI -----------------------------------------------------------------------------------

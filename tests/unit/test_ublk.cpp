@@ -419,7 +419,7 @@ TEST(UblkRegistry, IsABaselineWithItsOwnDelete) {
     const TransportEntry* t = find_transport("ublk");
     ASSERT_NE(t, nullptr);
     EXPECT_NE(t->remove, nullptr) << "its devices are not userblk.ko's";
-    EXPECT_TRUE(t->make()->needs_backend());
+    EXPECT_EQ(t->backends, BackendUse::object);
     Capabilities caps = describe_transport(*t);
     EXPECT_EQ(caps.get("kind"), "baseline");
     EXPECT_EQ(caps.get("control_device"), "/dev/ublk-control");
