@@ -26,6 +26,10 @@ QEMU = "qemu-system-x86_64"
 EXIT_KERNEL_PROBLEM = 1    # the command succeeded but the kernel log shows a bug
 EXIT_WATCHDOG = 124        # the guest ran past the watchdog and was killed
 EXIT_NO_STATUS = 125       # the guest died before reporting a status
+# The guest's init writes guest-info once the kernel has booted: a guest without it this long
+# after qemu started hangs in boot (seen once: the debug kernel's RCU self-tests under TCG
+# froze at 1.5 s and the run waited out its whole watchdog). A debug boot takes about 30 s.
+BOOT_TIMEOUT_S = 600
 
 
 def cache_dir():
@@ -51,7 +55,7 @@ def qemu_version():
 class VmOptions:
     def __init__(self, smp=2, mem_mb=2048, accel="auto", timeout=900, tsc_reliable=True,
                  idle_poll=True, append="", modules=None, env=None, out=None, quiet=False,
-                 hung_task_s=30):
+                 hung_task_s=30, boot_timeout=BOOT_TIMEOUT_S):
         self.smp = smp
         self.mem_mb = mem_mb
         self.accel = accel
@@ -64,6 +68,7 @@ class VmOptions:
         self.out = out
         self.quiet = quiet
         self.hung_task_s = hung_task_s
+        self.boot_timeout = boot_timeout
 
     def guest_options(self):
         opts = []
@@ -223,7 +228,7 @@ def run(argv, opts, sink=None, interactive=False):
         _log(opts, "interactive guest: exit the shell (or Ctrl-A X) to power off")
         subprocess.run(qargv)
     else:
-        status = _run_streaming(qargv, opts, sink)
+        status = _run_streaming(qargv, opts, sink, out_dir)
     info["seconds"] = round(time.monotonic() - start, 3)
 
     status_file = os.path.join(out_dir, "status")
@@ -258,19 +263,32 @@ def run(argv, opts, sink=None, interactive=False):
     return RunResult(status, problems, out_dir, info)
 
 
-def _run_streaming(qargv, opts, sink):
-    """Run qemu, copy the guest's ttyS0 to sink, enforce the watchdog."""
+def _run_streaming(qargv, opts, sink, out_dir):
+    """Run qemu, copy the guest's ttyS0 to sink, enforce the watchdog and the boot deadline
+    (out_dir/guest-info within opts.boot_timeout s)."""
     proc = subprocess.Popen(qargv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    deadline = time.monotonic() + opts.timeout
+    start = time.monotonic()
+    deadline = start + opts.timeout
+    booted = False
     fd = proc.stdout.fileno()
     out = sink.buffer if hasattr(sink, "buffer") else None
     while True:
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             proc.kill()
             proc.wait()
             _log(opts, f"watchdog: the guest ran past {opts.timeout} s and was killed")
             return EXIT_WATCHDOG
+        if not booted:
+            booted = os.path.exists(os.path.join(out_dir, "guest-info"))
+            if not booted and now - start > opts.boot_timeout:
+                proc.kill()
+                proc.wait()
+                _log(opts, f"watchdog: the kernel did not reach the guest's init within "
+                           f"{opts.boot_timeout} s (a hung boot; see {out_dir}/console.log) "
+                           "and was killed")
+                return EXIT_WATCHDOG
         r, _, _ = select.select([fd], [], [], min(left, 1.0))
         if not r:
             continue
