@@ -27,9 +27,11 @@
 // rule for both paths keeps them comparable.
 //
 // Discard punches a hole (fallocate PUNCH_HOLE|KEEP_SIZE: reads as zeros, frees the blocks), or
-// is EOPNOTSUPP where the file system cannot. Write-zeroes tries ZERO_RANGE, then PUNCH_HOLE,
-// then writes zero blocks (Backend::write_zeroes); what a file system refused once is not tried
-// again.
+// is EOPNOTSUPP where the file system cannot: probed when the backend is made (a hole punched past
+// the end of the file), so a device over such a file system does not offer discard.
+// Write-zeroes tries ZERO_RANGE, then PUNCH_HOLE, then writes zero blocks
+// (Backend::write_zeroes); what a file system refused once is not tried again.
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <string>
@@ -128,6 +130,27 @@ public:
     }
 
     [[nodiscard]] bool native_pipe() const noexcept override { return true; }
+
+    /// The page cache is a volatile cache (flush and FUA: fdatasync()); discard as far as the
+    /// file system punches holes (probe_punch()).
+    [[nodiscard]] BackendServes serves() const noexcept override {
+        return {.write = true,
+                .cache = true,
+                .discard = punch_ok_.load(std::memory_order_relaxed),
+                .write_zeroes = true};
+    }
+
+    /// Asks the file system whether it punches holes, where a hole harms nothing: past the end
+    /// of the file (KEEP_SIZE), a range no byte of the device lives in. Only EOPNOTSUPP (or a
+    /// file system without fallocate) counts as no; it is remembered as a refusal would be.
+    void probe_punch(std::uint64_t file_size) noexcept {
+        constexpr off_t kProbe = 4096;
+        int r = ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            static_cast<off_t>(file_size), kProbe);
+        if (r < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+            punch_ok_.store(false, std::memory_order_relaxed);
+        }
+    }
 
     void describe(Capabilities& caps) const override { describe_file_backend(caps); }
 
@@ -233,7 +256,9 @@ Result<std::unique_ptr<Backend>> make_file_backend(const BackendConfig& cfg) {
                                              std::to_string(cfg.size) + " bytes (" +
                                              format_size(cfg.size) + ")");
     }
-    return std::unique_ptr<Backend>(std::make_unique<FileBackend>(std::move(fd), cfg.size));
+    auto backend = std::make_unique<FileBackend>(std::move(fd), cfg.size);
+    backend->probe_punch(std::max(static_cast<std::uint64_t>(st.st_size), cfg.size));
+    return std::unique_ptr<Backend>(std::move(backend));
 }
 
 } // namespace userblk

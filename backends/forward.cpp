@@ -330,6 +330,16 @@ public:
 
     [[nodiscard]] bool native_pipe() const noexcept override { return true; }
 
+    /// From the export's transmission flags in the handshake: a cache where the server takes
+    /// NBD_CMD_FLUSH, discard where it takes NBD_CMD_TRIM, no writes on a read-only export.
+    /// Write-zeroes is always served (zero blocks written where the server lacks the command).
+    [[nodiscard]] BackendServes serves() const noexcept override {
+        return {.write = (info_.flags & nbd::kFlagReadOnly) == 0,
+                .cache = (info_.flags & nbd::kFlagSendFlush) != 0,
+                .discard = (info_.flags & nbd::kFlagSendTrim) != 0,
+                .write_zeroes = true};
+    }
+
     void describe(Capabilities& caps) const override {
         describe_forward_backend(caps);
         caps.set("server", ep_.address());

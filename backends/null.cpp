@@ -40,6 +40,10 @@ public:
         return range_ok(off, len, size_) ? 0 : -EINVAL;
     }
 
+    [[nodiscard]] BackendServes serves() const noexcept override {
+        return {.write = true, .cache = false, .discard = true, .write_zeroes = true};
+    }
+
     void describe(Capabilities& caps) const override {
         caps.set("storage", "none");
         caps.set("read", "zero-fill");

@@ -71,6 +71,11 @@ public:
         return zero_range(off, len);
     }
 
+    /// No cache: a completed write is in the store, so flush has nothing to do.
+    [[nodiscard]] BackendServes serves() const noexcept override {
+        return {.write = true, .cache = false, .discard = true, .write_zeroes = true};
+    }
+
     void describe(Capabilities& caps) const override {
         caps.set("storage", "anonymous memory, MAP_NORESERVE, backed on first write");
         caps.set_flag("flush", true);

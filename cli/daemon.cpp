@@ -448,8 +448,20 @@ int serve_device(const Launch& launch, Reporter& reporter) {
         }
         backend = std::move(made).value();
     }
+    DeviceConfig cfg = launch.cfg;
+    cfg.features = launch.features.value_or(0);
+    if (backend != nullptr) {
+        BackendServes serves = backend->serves();
+        if (!launch.features) {
+            cfg.features = default_features(serves);
+        } else if (Status st = check_features(*launch.features, serves, launch.backend->name);
+                   !st.ok()) {
+            reporter.failed(st.message());
+            return kExitUsage;
+        }
+    }
     std::unique_ptr<Transport> transport = launch.transport->make();
-    if (Status st = transport->create(launch.cfg, backend.get()); !st.ok()) {
+    if (Status st = transport->create(cfg, backend.get()); !st.ok()) {
         reporter.failed(st.message());
         return kExitFailure;
     }

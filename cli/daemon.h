@@ -29,7 +29,10 @@ struct Launch {
     const TransportEntry* transport = nullptr;
     const BackendEntry* backend = nullptr;
     decltype(BackendConfig::options) backend_options; ///< from --backend NAME:KEY=VALUE,...
-    DeviceConfig cfg;
+    DeviceConfig cfg; ///< cfg.features is set from features (below) when the backend is made
+    /// --features, checked against what the backend serves; nullopt: exactly what it serves
+    /// (default_features()), or none for a transport without a backend object.
+    std::optional<std::uint64_t> features;
     std::string stats_path; ///< absolute, or empty
     std::string pid_path;   ///< absolute, or empty
     std::string log_path;   ///< absolute (daemon only)

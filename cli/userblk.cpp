@@ -65,7 +65,7 @@ struct AddOptions {
     std::string block_size = "512";
     std::string max_io = "0";
     std::uint32_t timeout_ms = 0;
-    std::string features;
+    std::optional<std::string> features; ///< nullopt: what the backend serves
     std::optional<std::uint32_t> id;
     std::string poll_us = "0";
     std::string socket = "unix";
@@ -227,11 +227,14 @@ int cmd_add(const AddOptions& o) {
     if (!max_io) {
         return fail(kExitUsage, "invalid --max-io '" + o.max_io + "': " + kSizeHelp);
     }
-    std::string bad;
-    auto features = parse_features(o.features, &bad);
-    if (!features) {
-        return fail(kExitUsage, "unknown feature '" + bad +
-                                    "'; valid features: " + std::string(feature_names()));
+    if (o.features) {
+        std::string bad;
+        auto features = parse_features(*o.features, &bad);
+        if (!features) {
+            return fail(kExitUsage, "unknown feature '" + bad +
+                                        "'; valid features: " + std::string(feature_names()));
+        }
+        launch.features = *features;
     }
     launch.cfg.size = *size;
     launch.cfg.block_size = *block_size;
@@ -239,7 +242,6 @@ int cmd_add(const AddOptions& o) {
     launch.cfg.queue_depth = o.depth;
     launch.cfg.max_io_bytes = *max_io;
     launch.cfg.timeout_ms = o.timeout_ms;
-    launch.cfg.features = *features;
     launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
     launch.cfg.poll_us = *poll_us;
     launch.cfg.socket = *socket;
@@ -528,7 +530,8 @@ int run(int argc, char** argv) {
                     "default")
         ->capture_default_str();
     add->add_option("--features", add_opts.features,
-                    "Comma-separated: flush, discard, write-zeroes, read-only")
+                    "Comma-separated: flush, discard, write-zeroes, read-only, fua, "
+                    "any-daemon, or none (default: what the backend serves)")
         ->option_text("LIST");
     add->add_option("--id", add_opts.id, "Wanted device id (default: any free one)")
         ->option_text("N");

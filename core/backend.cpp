@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "io.h"
 
 namespace userblk {
@@ -25,6 +26,45 @@ Result<BackendQueue> BackendQueue::open(Backend& backend, unsigned id, std::uint
         return st;
     }
     return q;
+}
+
+std::uint64_t default_features(const BackendServes& s) noexcept {
+    std::uint64_t f = 0;
+    if (!s.write) {
+        return USERBLK_F_READ_ONLY; // nothing else has a meaning on a read-only device
+    }
+    if (s.cache) {
+        f |= USERBLK_F_FLUSH | USERBLK_F_FUA;
+    }
+    if (s.discard) {
+        f |= USERBLK_F_DISCARD;
+    }
+    if (s.write_zeroes) {
+        f |= USERBLK_F_WRITE_ZEROES;
+    }
+    return f;
+}
+
+Status check_features(std::uint64_t asked, const BackendServes& s, std::string_view name) {
+    std::uint64_t cannot = 0;
+    if (!s.discard) {
+        cannot |= USERBLK_F_DISCARD;
+    }
+    if (!s.write_zeroes) {
+        cannot |= USERBLK_F_WRITE_ZEROES;
+    }
+    std::string why = "backend '" + std::string(name) + "' ";
+    if (!s.write && (asked & USERBLK_F_READ_ONLY) == 0) {
+        return Status::from_errno(EROFS, "--features " + format_features(asked),
+                                  why + "takes no writes: the device must be read-only");
+    }
+    if ((asked & cannot) != 0) {
+        return Status::from_errno(
+            EOPNOTSUPP, "--features " + format_features(asked & cannot),
+            why + "cannot serve it; it serves " + format_features(default_features(s)) +
+                ", which is what a device gets without --features");
+    }
+    return {};
 }
 
 int Backend::flush(BackendQueue& /*q*/) noexcept {

@@ -17,6 +17,27 @@ namespace userblk {
 
 class Backend;
 
+/// What a backend can serve, probed when it is made, in the manner of nbdkit's can_write,
+/// can_flush, can_trim and can_zero. `userblk add` without --features gives the device exactly
+/// default_features() of it, and refuses a --features list that asks for what it cannot serve.
+struct BackendServes {
+    bool write = true;        ///< writes are taken (false: the device must be read-only)
+    bool cache = false;       ///< a volatile cache: flush and FUA make writes durable
+    bool discard = false;     ///< discard() does not answer -EOPNOTSUPP
+    bool write_zeroes = true; ///< write_zeroes() works (the default writes zero blocks)
+};
+
+/// The USERBLK_F_* features a device over a backend that serves s should have: flush and fua
+/// where there is a cache to flush, discard and write-zeroes where served, read-only where
+/// writes are not.
+std::uint64_t default_features(const BackendServes& s) noexcept;
+
+/// Checks a --features mask against what backend `name` serves. Flush and FUA over a backend
+/// without a cache are accepted (they have nothing to do); discard or write-zeroes it cannot
+/// serve, or a writable device over a backend that takes no writes, is an error naming the
+/// feature and what the backend serves.
+Status check_features(std::uint64_t asked, const BackendServes& s, std::string_view name);
+
 /// What a backend is created for: one device.
 struct BackendConfig {
     std::uint64_t size = 0;         ///< bytes
@@ -99,6 +120,9 @@ public:
     /// memory (splice to a file or socket). Transports that can use either path take the pipe
     /// path exactly when this is true. Optional: default false (the shared adapter).
     [[nodiscard]] virtual bool native_pipe() const noexcept { return false; }
+    /// What this backend serves (see BackendServes). Optional: the defaults above, which match
+    /// the default flush(), discard() and write_zeroes().
+    [[nodiscard]] virtual BackendServes serves() const noexcept { return {}; }
     /// Sets up per-queue state (q.set_state()) before the queue's thread starts. Optional: none.
     virtual Status init_queue(BackendQueue& q);
     /// Appends key=value capability lines (after name= and summary=). Optional: none.

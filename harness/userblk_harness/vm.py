@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from . import debugkernel, dmesg, initramfs
@@ -92,8 +93,10 @@ class RunResult:
 def _new_out_dir():
     runs = os.path.join(cache_dir(), "runs")
     os.makedirs(runs, exist_ok=True)
-    path = os.path.join(runs, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
-    os.makedirs(path)
+    # A KVM probe boot and the run after it come from one process within one second: the
+    # folder name must still be new.
+    path = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-",
+                            dir=runs)
     # keep the newest 20 run folders
     old = sorted(os.listdir(runs))[:-20]
     for name in old:

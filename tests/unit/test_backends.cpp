@@ -96,6 +96,28 @@ TEST_P(EveryBackend, PipePathCountsAdapterBytesUnlessNative) {
     EXPECT_EQ(b.stats.user_data_bytes.get(), want);
 }
 
+// What serves() claims is what the calls do: a device offers exactly these features by default,
+// so a claim the calls do not keep would reach fio or a file system as an I/O error.
+TEST_P(EveryBackend, ServesWhatItsCallsDo) {
+    test::ReadyBackend ready(GetParam(), kMiB);
+    if (!ready.fixture.skip.empty()) {
+        GTEST_SKIP() << ready.fixture.skip;
+    }
+    BackendWithQueue& b = *ready.made;
+    ASSERT_TRUE(b.queue);
+    BackendServes s = b.backend->serves();
+    auto data = pattern(8192, 13);
+    EXPECT_EQ(b.backend->write(*b.queue, 0, data, 0) == 0, s.write);
+    if (s.write) {
+        EXPECT_EQ(b.backend->write(*b.queue, 8192, data, USERBLK_IO_F_FUA), 0);
+        EXPECT_EQ(b.backend->flush(*b.queue), 0);
+        EXPECT_EQ(b.backend->discard(*b.queue, 4096, 4096), s.discard ? 0 : -EOPNOTSUPP);
+        EXPECT_EQ(b.backend->write_zeroes(*b.queue, 12288, 4096) == 0, s.write_zeroes);
+    }
+    std::uint64_t f = default_features(s);
+    EXPECT_TRUE(check_features(f, s, GetParam()).ok()) << check_features(f, s, GetParam()).message();
+}
+
 std::vector<std::string_view> backend_names_list() {
     std::vector<std::string_view> names;
     for (const auto& e : backends()) {
@@ -280,6 +302,62 @@ TEST(BackendDefaults, FlushSucceedsDiscardIsNotSupported) {
     ASSERT_TRUE(q.ok());
     EXPECT_EQ(rb.flush(q.value()), 0);
     EXPECT_EQ(rb.discard(q.value(), 0, 4096), -EOPNOTSUPP);
+}
+
+TEST(BackendDefaults, ServeWritesAndWriteZeroesButNoDiscardAndHaveNoCache) {
+    RecordingBackend rb;
+    BackendServes s = rb.serves();
+    EXPECT_TRUE(s.write);
+    EXPECT_FALSE(s.cache);
+    EXPECT_FALSE(s.discard);
+    EXPECT_TRUE(s.write_zeroes);
+    EXPECT_EQ(default_features(s), USERBLK_F_WRITE_ZEROES);
+}
+
+// --- features over a backend ---------------------------------------------------------------
+
+TEST(BackendFeatures, DefaultsAreWhatTheBackendServes) {
+    EXPECT_EQ(default_features({.write = true, .cache = true, .discard = true}),
+              USERBLK_F_FLUSH | USERBLK_F_FUA | USERBLK_F_DISCARD | USERBLK_F_WRITE_ZEROES);
+    EXPECT_EQ(default_features({.write = true, .cache = false, .discard = false}),
+              USERBLK_F_WRITE_ZEROES);
+    EXPECT_EQ(default_features({.write = true, .cache = true, .discard = false,
+                                .write_zeroes = false}),
+              USERBLK_F_FLUSH | USERBLK_F_FUA);
+    // Nothing but read-only means anything on a device that takes no writes.
+    EXPECT_EQ(default_features({.write = false, .cache = true, .discard = true}),
+              USERBLK_F_READ_ONLY);
+}
+
+TEST(BackendFeatures, FlushAndFuaWithoutACacheAreAccepted) {
+    BackendServes none{.write = true, .cache = false, .discard = false};
+    EXPECT_TRUE(check_features(USERBLK_F_FLUSH | USERBLK_F_FUA, none, "x").ok());
+    EXPECT_TRUE(check_features(USERBLK_F_READ_ONLY | USERBLK_F_ANY_DAEMON, none, "x").ok());
+    EXPECT_TRUE(check_features(0, none, "x").ok());
+}
+
+TEST(BackendFeatures, WhatTheBackendCannotServeIsRefusedByName) {
+    BackendServes s{.write = true, .cache = true, .discard = false};
+    Status st = check_features(USERBLK_F_FLUSH | USERBLK_F_DISCARD, s, "forward");
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error_number(), EOPNOTSUPP);
+    EXPECT_EQ(st.message(), "--features discard: Operation not supported (backend 'forward' "
+                            "cannot serve it; it serves flush,write-zeroes,fua, which is what a "
+                            "device gets without --features)");
+    BackendServes nz{.write = true, .cache = false, .discard = true, .write_zeroes = false};
+    st = check_features(USERBLK_F_WRITE_ZEROES | USERBLK_F_DISCARD, nz, "b");
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("--features write-zeroes:"), std::string::npos) << st.message();
+}
+
+TEST(BackendFeatures, ABackendThatTakesNoWritesNeedsAReadOnlyDevice) {
+    BackendServes ro{.write = false};
+    Status st = check_features(USERBLK_F_FLUSH, ro, "forward");
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error_number(), EROFS);
+    EXPECT_EQ(st.message(), "--features flush: Read-only file system (backend 'forward' takes "
+                            "no writes: the device must be read-only)");
+    EXPECT_TRUE(check_features(USERBLK_F_READ_ONLY, ro, "forward").ok());
 }
 
 TEST(BackendDefaults, WriteZeroesWritesZeroChunks) {

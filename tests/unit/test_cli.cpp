@@ -181,6 +181,31 @@ TEST(Cli, ForwardWithoutAServerFailsBeforeTheDeviceExists) {
                          port.port_string() + ": Connection refused\n");
 }
 
+// The backend is made (and probed) before the device: what it cannot serve is refused without
+// the kernel module.
+TEST(Cli, FeaturesTheBackendCannotServeAreRefused) {
+    if (!userblk::test::nbdkit_installed()) {
+        GTEST_SKIP() << userblk::test::kNoNbdkit;
+    }
+    userblk::test::Nbdkit plain({"eval", "get_size=echo 1048576",
+                                 "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+                                 "pwrite=cat >/dev/null"});
+    std::string spec = "forward:host=127.0.0.1,port=" + plain.port_string() + ",export=";
+    CliRun d = run({"add", "--transport", "copy", "--backend", spec, "--size", "1M", "--features",
+                    "flush,discard"});
+    EXPECT_EQ(d.code, 2);
+    EXPECT_EQ(d.err, "userblk: --features discard: Operation not supported (backend 'forward' "
+                     "cannot serve it; it serves write-zeroes, which is what a device gets "
+                     "without --features)\n");
+    userblk::test::Nbdkit ro({"-r", "pattern", "size=1M"});
+    spec = "forward:host=127.0.0.1,port=" + ro.port_string() + ",export=";
+    CliRun w = run({"add", "--transport", "copy", "--backend", spec, "--size", "1M", "--features",
+                    "none"});
+    EXPECT_EQ(w.code, 2);
+    EXPECT_EQ(w.err, "userblk: --features none: Read-only file system (backend 'forward' takes no "
+                     "writes: the device must be read-only)\n");
+}
+
 TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
     CliRun s = run({"add", "--transport", "copy", "--backend", "ram", "--size", "1Q"});
     EXPECT_EQ(s.code, 2);

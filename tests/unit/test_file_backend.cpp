@@ -236,6 +236,35 @@ TEST(FileBackend, DiscardReturnsSpace) {
     EXPECT_EQ(file_size(f.path), 8 * kMiB) << "KEEP_SIZE";
 }
 
+TEST(FileBackend, ServesACacheAndDiscardWhereTheFileSystemPunchesHoles) {
+    FileFixture f;
+    ASSERT_TRUE(f.b.queue);
+    BackendServes s = f.b.backend->serves();
+    EXPECT_TRUE(s.write);
+    EXPECT_TRUE(s.cache) << "the page cache is volatile: flush and FUA are fdatasync()";
+    EXPECT_TRUE(s.write_zeroes);
+    // The probe past the end of the file agrees with a discard inside it.
+    int r = f.b.backend->discard(*f.b.queue, 0, 4096);
+    EXPECT_EQ(s.discard, r != -EOPNOTSUPP) << "discard() gave " << r;
+    EXPECT_EQ(file_size(f.path), 8 * kMiB) << "the probe changed the file's size";
+}
+
+TEST(FileBackend, ProbeLeavesALargerFilesTailAlone) {
+    test::TempDir dir;
+    std::string path = dir.file("disk.img");
+    auto data = pattern(8192, 14);
+    {
+        unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+        ASSERT_TRUE(fd.valid());
+        ASSERT_EQ(::pwrite(fd.get(), data.data(), data.size(), 2 * kMiB),
+                  static_cast<ssize_t>(data.size()));
+    }
+    auto made = make_file(path, kMiB); // the file is larger than the device
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    EXPECT_EQ(file_bytes(path, 2 * kMiB, data.size()), data);
+    EXPECT_EQ(file_size(path), 2 * kMiB + data.size());
+}
+
 TEST(FileBackend, ZeroOpsCheckTheRange) {
     FileFixture f;
     ASSERT_TRUE(f.b.queue);

@@ -390,6 +390,44 @@ TEST_F(ForwardBackend, ReadOnlyServerRefusesWritesAndTrims) {
     EXPECT_EQ(back[7], std::byte{8}); // big-endian offset 8 in the first 8-byte word
 }
 
+// --- what the server serves, from the handshake's transmission flags ---------------------------
+
+TEST_F(ForwardBackend, ServesWhatTheServerAdvertises) {
+    serve({"memory", "size=1M"}); // flush, trim, zero
+    auto made = make(kMiB);
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    BackendServes s = made.value()->serves();
+    EXPECT_TRUE(s.write);
+    EXPECT_TRUE(s.cache);
+    EXPECT_TRUE(s.discard);
+    EXPECT_TRUE(s.write_zeroes);
+}
+
+TEST_F(ForwardBackend, ServesNoCacheAndNoDiscardWhereTheServerHasNeither) {
+    // A writable export without flush or trim: nbdkit's eval plugin offers exactly the
+    // callbacks it is given.
+    serve({"eval", "get_size=echo 1048576",
+           "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+           "pwrite=cat >/dev/null"});
+    auto made = make(kMiB);
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    BackendServes s = made.value()->serves();
+    EXPECT_TRUE(s.write);
+    EXPECT_FALSE(s.cache);
+    EXPECT_FALSE(s.discard);
+    EXPECT_TRUE(s.write_zeroes) << "zero blocks written where the server has no command";
+    EXPECT_EQ(default_features(s), USERBLK_F_WRITE_ZEROES);
+}
+
+TEST_F(ForwardBackend, AReadOnlyExportServesAReadOnlyDevice) {
+    serve({"-r", "pattern", "size=1M"});
+    auto made = make(kMiB);
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    BackendServes s = made.value()->serves();
+    EXPECT_FALSE(s.write);
+    EXPECT_EQ(default_features(s), USERBLK_F_READ_ONLY);
+}
+
 TEST_F(ForwardBackend, ServerErrorsBecomeErrnoAndKeepTheConnection) {
     serve({"--filter=error", "memory", "size=1M", "error=ENOSPC", "error-pwrite-rate=100%"});
     BackendWithQueue& b = open(kMiB);

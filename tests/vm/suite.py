@@ -385,6 +385,44 @@ class TransportSuite(unittest.TestCase):
                              "the daemon")
         self.assert_total_is_sum_of_queues(doc)
 
+    def test_the_device_offers_what_its_backend_serves(self):
+        """Without --features the device gets what the backend serves (Backend::serves()), the
+        block layer shows it, and discard and write-zeroes then work end to end."""
+        path = os.path.join(self.scratch, f"features-{self.transport}-{self.backend}.json")
+        d = self.daemon(size="64M", queues=1, depth=16, extra=["--stats-json", path])
+        # ram: no cache, discard and zeroing; file: the page cache, and discard where the
+        # scratch file system punches holes; forward: nbdkit's memory plugin (flush, trim).
+        cache = self.backend in ("file", "forward")
+        discard = sys_block(d.path, "queue/discard_max_bytes")
+        wzeroes = sys_block(d.path, "queue/write_zeroes_max_bytes")
+        write_cache = sys_block(d.path, "queue/write_cache")
+        fio(f"--filename={d.path}", "--name=pattern", "--rw=write", "--bs=64k", "--size=4M",
+            "--verify=crc32c", "--do_verify=0")
+        trim = run(["blkdiscard", "--offset", "0", "--length", "1M", d.path], check=False)
+        zero = run(["blkdiscard", "--zeroout", "--offset", "1M", "--length", "1M", d.path],
+                   check=False)
+        self.assertEqual(d.stop(), 0)
+        with open(path) as f:
+            features = set(json.load(f)["device"]["features"].split(","))
+        self.assertFalse({"read-only", "any-daemon"} & features, features)
+        self.assertEqual({"flush", "fua"} <= features, cache, features)
+        self.assertEqual("flush" in features, write_cache == "write back",
+                         f"features {features}, queue/write_cache {write_cache}")
+        self.assertIn("write-zeroes", features)
+        self.assertEqual(zero.returncode, 0, zero.stderr)
+        if self.backend != "file":
+            self.assertIn("discard", features)
+        self.assertEqual("discard" in features, discard not in (None, "0"),
+                         f"features {features}, queue/discard_max_bytes {discard}")
+        if "discard" in features:
+            self.assertEqual(trim.returncode, 0, trim.stderr)
+        else:
+            self.assertNotEqual(trim.returncode, 0, "blkdiscard of a device without discard")
+        if capabilities(self.transport).get("kind") == "userblk":
+            # Linux 6.1's nbd has no WRITE_ZEROES (zero pages are written instead), and only
+            # userblk.ko is ours to check here.
+            self.assertNotIn(wzeroes, (None, "0"), "queue/write_zeroes_max_bytes")
+
     def assert_total_is_sum_of_queues(self, doc):
         want = _counters(doc["total"])
         got = dict.fromkeys(want, 0)
