@@ -70,9 +70,9 @@ public:
     Seam(CopyQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
 
     /// The request complete() is about to be given (answer() needs its WRITE data).
-    void serving(const Request& req, bool with_data) noexcept {
+    void serving(const Request& req) noexcept {
         req_ = &req;
-        with_data_ = with_data;
+        with_data_ = req.desc.op == USERBLK_OP_READ;
     }
 
     [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
@@ -137,59 +137,25 @@ std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
     return res;
 }
 
+void CopyQueue::answer(const Request& req) noexcept {
+    if (req.desc.op == USERBLK_OP_READ) {
+        if (auto dst = batch_.reserve_data(req.desc, req.desc.len)) {
+            batch_.commit_data(execute(q_.backend, q_.backend_queue, req.desc, *dst));
+            return;
+        }
+    }
+    // After a flush an entry always fits (the buffer holds a max_io_bytes READ).
+    const int res = req.desc.op == USERBLK_OP_READ
+                        ? -EIO
+                        : execute(q_.backend, q_.backend_queue, req.desc, req.data);
+    if (!batch_.add(req.desc, res)) {
+        q_.stats.protocol_errors.add();
+    }
+}
+
 BatchResult CopyQueue::handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept {
-    QueueStats& s = q_.stats;
-    RequestParser parser(batch, q_.device.max_io_bytes);
-    Request req;
-    std::uint64_t count = 0;
-    BatchResult result;
     Seam seam(*this, sink);
-    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
-        return seam.result;
-    }
-    for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
-        if (ps == ParseStatus::truncated) {
-            s.protocol_errors.add();
-            note("malformed batch: bytes left that are not an entry", EPROTO, 0);
-            continue;
-        }
-        ++count;
-        const bool with_data = ps == ParseStatus::request && req.desc.op == USERBLK_OP_READ;
-        const std::uint32_t data_len = with_data ? req.desc.len : 0;
-        if (!batch_.fits(data_len)) {
-            result = flush(sink);
-            if (result.status != BatchStatus::served) {
-                return result;
-            }
-        }
-        if (ps == ParseStatus::invalid) {
-            s.protocol_errors.add();
-            s.count_request(req.desc.op, req.desc.len);
-            s.io_errors.add();
-            note("malformed request: length past max_io_bytes or the batch", EPROTO, req.desc.tag);
-            batch_.add(req.desc, -EIO);
-            continue;
-        }
-        if (fault_.armed()) [[unlikely]] {
-            seam.serving(req, with_data);
-            if (!fault_.complete(req.desc, seam)) {
-                return seam.result;
-            }
-            continue;
-        }
-        if (with_data) {
-            if (auto dst = batch_.reserve_data(req.desc, data_len)) {
-                batch_.commit_data(execute(q_.backend, q_.backend_queue, req.desc, *dst));
-                continue;
-            }
-        }
-        // After a flush an entry always fits (the buffer holds a max_io_bytes READ).
-        int res = with_data ? -EIO : execute(q_.backend, q_.backend_queue, req.desc, req.data);
-        if (!batch_.add(req.desc, res)) {
-            s.protocol_errors.add();
-        }
-    }
-    return end_batch(count, sink);
+    return serve_batch(*this, batch, true, seam, sink);
 }
 
 } // namespace copy

@@ -27,9 +27,17 @@ public:
     BatchResult handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept override;
 
 private:
+    friend class QueueLoop;
+    class Seam;
+
     CopyQueue(KmodQueue& q, QueueBuffers buffers, const FaultConfig& fault)
         : QueueLoop(q, "copy", std::move(buffers), fault) {}
-    class Seam;
+
+    /// A READ's data goes inline in its completion.
+    static std::uint32_t completion_data(const Request& req) noexcept {
+        return req.desc.op == USERBLK_OP_READ ? req.desc.len : 0;
+    }
+    void answer(const Request& req) noexcept;
 };
 
 } // namespace copy

@@ -157,6 +157,9 @@ class DescQueue::Seam final : public FaultSeam {
 public:
     Seam(DescQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
 
+    /// A descriptor carries no data for answer() to keep.
+    void serving(const Request& /*req*/) noexcept {}
+
     [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
     bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
         q_.put(d, res, sink_);
@@ -188,47 +191,15 @@ private:
     CompletionSink& sink_;
 };
 
+void DescQueue::answer(const Request& req) noexcept {
+    if (!batch_.add(req.desc, serve(req.desc))) {
+        q_.stats.protocol_errors.add();
+    }
+}
+
 BatchResult DescQueue::handle_batch(std::span<std::byte> batch, CompletionSink& sink) noexcept {
-    QueueStats& s = q_.stats;
-    RequestParser parser(batch, q_.device.max_io_bytes, false);
-    Request req;
-    std::uint64_t count = 0;
     Seam seam(*this, sink);
-    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
-        return seam.result;
-    }
-    for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
-        if (ps == ParseStatus::truncated) {
-            s.protocol_errors.add();
-            note("malformed batch: bytes left that are not an entry", EPROTO, 0);
-            continue;
-        }
-        ++count;
-        if (!batch_.fits(0)) { // only if the kernel sent more entries than tags
-            if (BatchResult r = flush(sink); r.status != BatchStatus::served) {
-                return r;
-            }
-        }
-        int res;
-        if (ps == ParseStatus::invalid) {
-            s.protocol_errors.add();
-            s.count_request(req.desc.op, req.desc.len);
-            s.io_errors.add();
-            note("malformed request: length past max_io_bytes", EPROTO, req.desc.tag);
-            res = -EIO;
-        } else if (fault_.armed()) [[unlikely]] {
-            if (!fault_.complete(req.desc, seam)) {
-                return seam.result;
-            }
-            continue;
-        } else {
-            res = serve(req.desc);
-        }
-        if (!batch_.add(req.desc, res)) {
-            s.protocol_errors.add();
-        }
-    }
-    return end_batch(count, sink);
+    return serve_batch(*this, batch, false, seam, sink);
 }
 
 } // namespace userblk::copy

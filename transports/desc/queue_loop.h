@@ -1,10 +1,12 @@
 // The serve loop shared by the transports whose queue fd speaks copy's format (copy, pipe,
 // splice): read() a batch of requests, answer them, write() the completions in as few calls as
-// the completion buffer allows. QueueLoop owns the loop and the completion batch; CopyQueue
-// (copy.h) handles batches whose entries carry data inline, DescQueue (here) batches of bare
-// descriptors, whose data the transport moves elsewhere (a pipe per tag, a data fd).
+// the completion buffer allows. QueueLoop owns the loop, the completion batch and the one walk
+// over a batch (serve_batch()); CopyQueue (copy.h) answers entries that carry data inline,
+// DescQueue (here) bare descriptors, whose data the transport moves elsewhere (a pipe per tag,
+// a data fd).
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -67,6 +69,17 @@ protected:
     /// Adds a completion without data, flushing first if the batch is full.
     void put(const userblk_io_desc& d, std::int32_t res, CompletionSink& sink) noexcept;
 
+    /// The walk over one batch, written once for every queue of this format: parse each entry,
+    /// count it, make room for its completion, answer it (or hand it to the fault mode through
+    /// seam), and flush at the end. A malformed entry is answered -EIO and counted. Queue
+    /// supplies, with no virtual call per request: completion_data(req), the bytes of data the
+    /// completion of a well-formed request carries; answer(req), which serves it and adds its
+    /// completion; and a Seam (a FaultSeam) with serving(req), told each request the fault mode
+    /// is about to be given. inline_data: WRITE entries carry their data (copy).
+    template <class Queue, class Seam>
+    BatchResult serve_batch(Queue& self, std::span<std::byte> batch, bool inline_data, Seam& seam,
+                            CompletionSink& sink) noexcept;
+
     KmodQueue& q_;
     CompletionBatch batch_;
     FaultInjector fault_;
@@ -101,7 +114,57 @@ protected:
     virtual void discard(const userblk_io_desc& /*desc*/) noexcept {}
 
 private:
+    friend class QueueLoop;
     class Seam;
+
+    static std::uint32_t completion_data(const Request& /*req*/) noexcept { return 0; }
+    void answer(const Request& req) noexcept;
 };
+
+template <class Queue, class Seam>
+BatchResult QueueLoop::serve_batch(Queue& self, std::span<std::byte> batch, bool inline_data,
+                                   Seam& seam, CompletionSink& sink) noexcept {
+    QueueStats& s = q_.stats;
+    RequestParser parser(batch, q_.device.max_io_bytes, inline_data);
+    Request req;
+    std::uint64_t count = 0;
+    if (fault_.armed() && !fault_.begin_batch(seam)) [[unlikely]] {
+        return seam.result;
+    }
+    for (ParseStatus ps = parser.next(req); ps != ParseStatus::end; ps = parser.next(req)) {
+        if (ps == ParseStatus::truncated) {
+            s.protocol_errors.add();
+            note("malformed batch: bytes left that are not an entry", EPROTO, 0);
+            continue;
+        }
+        ++count;
+        // Room for the completion; only a READ's inline data, or a kernel that sent more entries
+        // than tags, fills the batch.
+        if (!batch_.fits(ps == ParseStatus::request ? self.completion_data(req) : 0)) {
+            if (BatchResult r = flush(sink); r.status != BatchStatus::served) {
+                return r;
+            }
+        }
+        if (ps == ParseStatus::invalid) {
+            s.protocol_errors.add();
+            s.count_request(req.desc.op, req.desc.len);
+            s.io_errors.add();
+            note("malformed request: length past max_io_bytes or the batch", EPROTO, req.desc.tag);
+            if (!batch_.add(req.desc, -EIO)) {
+                s.protocol_errors.add();
+            }
+            continue;
+        }
+        if (fault_.armed()) [[unlikely]] {
+            seam.serving(req);
+            if (!fault_.complete(req.desc, seam)) {
+                return seam.result;
+            }
+            continue;
+        }
+        self.answer(req);
+    }
+    return end_batch(count, sink);
+}
 
 } // namespace userblk::copy
