@@ -19,6 +19,8 @@
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
+#include <userblk_ring_layout.h>
+
 #include "internal.h"
 
 /* A queue's area may not exceed this: depth * max I/O is the bulk of it. */
@@ -58,20 +60,9 @@ static int ring_init_queue(struct userblk_queue *q)
 	if (!r)
 		return -ENOMEM;
 	l = &r->layout;
-	l->sq_entries = roundup_pow_of_two(c->queue_depth);
-	l->cq_entries = l->sq_entries;
-	/* What only the kernel writes, mapped read-only ... */
-	l->kernel_off = 0;
-	l->sq_off = ALIGN(sizeof(struct userblk_ring_kernel_indices), SMP_CACHE_BYTES);
-	/* ... and from the next page on, what the daemon writes. */
-	l->rw_off = PAGE_ALIGN(l->sq_off + (u64)l->sq_entries * sizeof(struct userblk_io_desc));
-	l->daemon_off = l->rw_off;
-	l->cq_off = l->daemon_off + ALIGN(sizeof(struct userblk_ring_daemon_indices),
-					  SMP_CACHE_BYTES);
-	l->buf_off = PAGE_ALIGN(l->cq_off + (u64)l->cq_entries * sizeof(struct userblk_io_cpl));
-	l->buf_size = PAGE_ALIGN(c->max_io_bytes);
-	l->nr_bufs = c->queue_depth;
-	size = l->buf_off + (u64)l->nr_bufs * l->buf_size;
+	userblk_ring_lay_out(l, c->queue_depth, c->max_io_bytes, PAGE_SIZE,
+			     SMP_CACHE_BYTES);
+	size = l->map_size;
 	if (size > RING_MAX_MAP_SIZE) {
 		pr_warn_ratelimited("ADD_DEV: a ring queue of depth %u and max I/O %u needs %llu MiB, more than %lu: lower the depth or the max I/O\n",
 				    c->queue_depth, c->max_io_bytes, size >> 20,
@@ -79,7 +70,6 @@ static int ring_init_queue(struct userblk_queue *q)
 		kfree(r);
 		return -E2BIG;
 	}
-	l->map_size = size;
 	r->area = vmalloc_user(size);
 	if (!r->area) {
 		kfree(r);

@@ -1,5 +1,7 @@
 #include "protocol.h"
 
+#include <userblk_ring_layout.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -29,20 +31,9 @@ struct Region {
 
 userblk_ring_layout expected_layout(std::uint32_t queue_depth, std::uint32_t max_io_bytes,
                                     std::size_t page_size) {
-    const std::uint64_t page = page_size;
-    auto up = [](std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; };
     userblk_ring_layout l{};
-    l.sq_entries = std::bit_ceil(queue_depth);
-    l.cq_entries = l.sq_entries;
-    l.kernel_off = 0;
-    l.sq_off = up(sizeof(userblk_ring_kernel_indices), 64);
-    l.rw_off = up(l.sq_off + std::uint64_t{l.sq_entries} * sizeof(userblk_io_desc), page);
-    l.daemon_off = l.rw_off;
-    l.cq_off = l.daemon_off + up(sizeof(userblk_ring_daemon_indices), 64);
-    l.buf_off = up(l.cq_off + std::uint64_t{l.cq_entries} * sizeof(userblk_io_cpl), page);
-    l.buf_size = static_cast<std::uint32_t>(up(max_io_bytes, page));
-    l.nr_bufs = queue_depth;
-    l.map_size = l.buf_off + std::uint64_t{l.nr_bufs} * l.buf_size;
+    // ring.c's own computation, with x86-64's SMP_CACHE_BYTES.
+    userblk_ring_lay_out(&l, queue_depth, max_io_bytes, page_size, 64);
     return l;
 }
 
