@@ -63,11 +63,10 @@ Result<std::unique_ptr<CopyQueue>> CopyQueue::create(KmodQueue& q, const FaultCo
     return std::unique_ptr<CopyQueue>(new CopyQueue(q, std::move(buffers).value(), fault));
 }
 
-/// The fault mode's way into a copy queue (core/fault.h): completions join the batch, a READ's
-/// with its data inline, and leave through the batch's sink.
-class CopyQueue::Seam final : public FaultSeam {
+/// The fault mode's way into a copy queue: a READ's completion carries its data inline.
+class CopyQueue::Seam final : public BatchSeam {
 public:
-    Seam(CopyQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
+    Seam(CopyQueue& q, CompletionSink& sink) noexcept : BatchSeam(q, sink), q_(q) {}
 
     /// The request complete() is about to be given (answer() needs its WRITE data).
     void serving(const Request& req) noexcept {
@@ -75,22 +74,10 @@ public:
         with_data_ = req.desc.op == USERBLK_OP_READ;
     }
 
-    [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
-    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
-        q_.put(d, res, sink_);
-        return true;
-    }
-    bool flush() noexcept override {
-        result = q_.flush(sink_);
-        return result.status == BatchStatus::served;
-    }
     std::optional<std::int32_t> answer(const userblk_io_desc& d, bool short_read) noexcept override;
-
-    BatchResult result; ///< why the queue cannot go on, when a method said so
 
 private:
     CopyQueue& q_;
-    CompletionSink& sink_;
     const Request* req_ = nullptr;
     bool with_data_ = false;
 };
@@ -100,7 +87,7 @@ std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
     QueueStats& s = q_.q_.stats;
     if (!with_data_) {
         const int res = execute(q_.q_.backend, q_.q_.backend_queue, d, req_->data);
-        q_.put(d, res, sink_);
+        q_.put(d, res, sink());
         return res;
     }
     if (short_read || !q_.batch_.fits(d.len)) {
@@ -120,7 +107,7 @@ std::optional<std::int32_t> CopyQueue::Seam::answer(const userblk_io_desc& d,
         // The entry with half its data, the end of the write() inside it: the kernel must refuse
         // it whole (EINVAL) and still take the right answer that follows.
         std::span<const std::byte> all = q_.batch_.bytes();
-        ssize_t n = sink_.write(all.first(sizeof(userblk_io_cpl) + d.len / 2));
+        ssize_t n = sink().write(all.first(sizeof(userblk_io_cpl) + d.len / 2));
         s.write_calls.add();
         if (n == -ENODEV) {
             result = {BatchStatus::device_gone, ENODEV};

@@ -151,27 +151,17 @@ std::size_t desc_buffer_size(std::uint32_t queue_depth) noexcept {
     return (bytes + page - 1) / page * page;
 }
 
-/// The fault mode's way into a descriptor queue (core/fault.h): completions join the batch and
-/// leave through the batch's sink.
-class DescQueue::Seam final : public FaultSeam {
+/// The fault mode's way into a descriptor queue.
+class DescQueue::Seam final : public BatchSeam {
 public:
-    Seam(DescQueue& q, CompletionSink& sink) noexcept : q_(q), sink_(sink) {}
+    Seam(DescQueue& q, CompletionSink& sink) noexcept : BatchSeam(q, sink), q_(q) {}
 
     /// A descriptor carries no data for answer() to keep.
     void serving(const Request& /*req*/) noexcept {}
 
-    [[nodiscard]] std::uint32_t depth() const noexcept override { return q_.q_.device.queue_depth; }
-    bool send(const userblk_io_desc& d, std::int32_t res) noexcept override {
-        q_.put(d, res, sink_);
-        return true;
-    }
-    bool flush() noexcept override {
-        result = q_.flush(sink_);
-        return result.status == BatchStatus::served;
-    }
     std::optional<std::int32_t> answer(const userblk_io_desc& d, bool short_read) noexcept override {
         const int res = short_read ? q_.serve_short(d) : q_.serve(d);
-        q_.put(d, res, sink_);
+        q_.put(d, res, sink());
         return res;
     }
     bool fail(const userblk_io_desc& d, std::int32_t res) noexcept override {
@@ -180,15 +170,12 @@ public:
         if (q_.serve(d) == 0 && d.op == USERBLK_OP_READ) {
             q_.discard(d);
         }
-        q_.put(d, res, sink_);
+        q_.put(d, res, sink());
         return true;
     }
 
-    BatchResult result; ///< why the queue cannot go on, when a method said so
-
 private:
     DescQueue& q_;
-    CompletionSink& sink_;
 };
 
 void DescQueue::answer(const Request& req) noexcept {

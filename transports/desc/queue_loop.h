@@ -69,6 +69,36 @@ protected:
     /// Adds a completion without data, flushing first if the batch is full.
     void put(const userblk_io_desc& d, std::int32_t res, CompletionSink& sink) noexcept;
 
+    /// What the fault mode's seam (core/fault.h) of every queue of this format shares:
+    /// completions join the batch and leave through the batch's sink. Each queue's Seam derives
+    /// from it and adds answer() (and fail() where it must).
+    class BatchSeam : public FaultSeam {
+    public:
+        BatchSeam(QueueLoop& q, CompletionSink& sink) noexcept : loop_(q), sink_(sink) {}
+
+        [[nodiscard]] std::uint32_t depth() const noexcept final {
+            return loop_.q_.device.queue_depth;
+        }
+        bool send(const userblk_io_desc& d, std::int32_t res) noexcept final {
+            loop_.put(d, res, sink_);
+            return true;
+        }
+        bool flush() noexcept final {
+            result = loop_.flush(sink_);
+            return result.status == BatchStatus::served;
+        }
+
+        BatchResult result; ///< why the queue cannot go on, when a method said so
+
+    protected:
+        ~BatchSeam() = default;
+        CompletionSink& sink() noexcept { return sink_; }
+
+    private:
+        QueueLoop& loop_;
+        CompletionSink& sink_;
+    };
+
     /// The walk over one batch, written once for every queue of this format: parse each entry,
     /// count it, make room for its completion, answer it (or hand it to the fault mode through
     /// seam), and flush at the end. A malformed entry is answered -EIO and counted. Queue
