@@ -132,4 +132,15 @@ QueuesServed serve_queues(const QueueThreads& spec, std::stop_token stop,
     return out;
 }
 
+Status serve_queues(const QueueThreads& spec, std::stop_token stop, const ReadyFn& ready,
+                    const DeviceInfo& info, bool& ended_by_kernel) {
+    QueuesServed served = serve_queues(spec, stop, [&] {
+        if (ready) {
+            ready(info);
+        }
+    });
+    ended_by_kernel = served.ended_by_kernel;
+    return served.status;
+}
+
 } // namespace userblk

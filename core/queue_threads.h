@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "core/transport.h"
 
 namespace userblk {
 
@@ -46,5 +47,10 @@ struct QueuesServed {
 /// the threads.
 QueuesServed serve_queues(const QueueThreads& spec, std::stop_token stop,
                           const std::function<void()>& ready);
+
+/// The same, as a Transport::serve() ends: calls ready(info), if ready is set, once the device
+/// is visible; sets ended_by_kernel from the result and returns its status.
+Status serve_queues(const QueueThreads& spec, std::stop_token stop, const ReadyFn& ready,
+                    const DeviceInfo& info, bool& ended_by_kernel);
 
 } // namespace userblk

@@ -470,13 +470,7 @@ Status UblkTransport::serve(std::stop_token stop, const ReadyFn& ready) {
         .start = [this] { return control_->start_dev(info_.id, ::getpid()); },
         .halt = [this] { halt(); },
     };
-    QueuesServed served = serve_queues(spec, stop, [&] {
-        if (ready) {
-            ready(info_);
-        }
-    });
-    ended_by_kernel_ = served.ended_by_kernel;
-    return served.status;
+    return serve_queues(spec, stop, ready, info_, ended_by_kernel_);
 }
 
 Status UblkTransport::destroy() {
