@@ -574,6 +574,53 @@ static const struct block_device_operations userblk_bdev_ops = {
 };
 
 /*
+ * The disk's userblk/ directory in sysfs: what the kernel copied of the
+ * requests' data (enum userblk_copy_kind), summed over the queues. The
+ * files live as long as the disk, whose private_data is the device.
+ */
+static u64 userblk_copied(struct device *d, enum userblk_copy_kind kind)
+{
+	struct userblk_dev *dev = dev_to_disk(d)->private_data;
+	u64 sum = 0;
+	unsigned int i;
+
+	for (i = 0; i < dev->cfg.nr_queues; i++)
+		sum += atomic64_read(&dev->queues[i].copied[kind]);
+	return sum;
+}
+
+#define USERBLK_COPIED_ATTR(name, kind)					\
+static ssize_t name##_show(struct device *d, struct device_attribute *a, \
+			   char *buf)					\
+{									\
+	return sysfs_emit(buf, "%llu\n", userblk_copied(d, kind));	\
+}									\
+static DEVICE_ATTR_RO(name)
+
+USERBLK_COPIED_ATTR(write_copied_user_bytes, USERBLK_COPY_WRITE_USER);
+USERBLK_COPIED_ATTR(read_copied_user_bytes, USERBLK_COPY_READ_USER);
+USERBLK_COPIED_ATTR(write_copied_kernel_bytes, USERBLK_COPY_WRITE_KERNEL);
+USERBLK_COPIED_ATTR(read_copied_kernel_bytes, USERBLK_COPY_READ_KERNEL);
+
+static struct attribute *userblk_disk_attrs[] = {
+	&dev_attr_write_copied_user_bytes.attr,
+	&dev_attr_read_copied_user_bytes.attr,
+	&dev_attr_write_copied_kernel_bytes.attr,
+	&dev_attr_read_copied_kernel_bytes.attr,
+	NULL,
+};
+
+static const struct attribute_group userblk_disk_group = {
+	.name	= "userblk",
+	.attrs	= userblk_disk_attrs,
+};
+
+static const struct attribute_group *userblk_disk_groups[] = {
+	&userblk_disk_group,
+	NULL,
+};
+
+/*
  * Stop I/O for good: everything outstanding and everything later fails.
  * Every queue is dead before the first request is ended and its tag freed.
  */
@@ -876,7 +923,7 @@ static int userblk_start(unsigned long id)
 	/* The live disk holds a reference, dropped by ->free_disk. */
 	kref_get(&dev->ref);
 	dev->state = USERBLK_STATE_LIVE;
-	ret = add_disk(dev->disk);
+	ret = device_add_disk(NULL, dev->disk, userblk_disk_groups);
 	if (ret) {
 		/* A disk whose add_disk failed can only be put: the device is done. */
 		pr_warn("START_DEV: dev %u: add_disk failed (%d): delete the device\n",

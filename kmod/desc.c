@@ -68,8 +68,12 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 		pagefault_disable();
 		ret = copy_to_user(buf + done, &desc, sizeof(desc)) ? -EFAULT : 0;
 		pagefault_enable();
-		if (!ret && data)
+		if (!ret && data) {
 			ret = userblk_copy_to_user_nofault(rq, buf + done + sizeof(desc));
+			if (!ret)
+				userblk_count_copy(q, USERBLK_COPY_WRITE_USER,
+						   blk_rq_bytes(rq));
+		}
 		if (ret) {
 			/* Give it back before touching the page, which may sleep. */
 			userblk_untake(q, rq);
@@ -138,6 +142,8 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 				ret = 0;
 				continue;
 			}
+			userblk_count_copy(q, USERBLK_COPY_READ_USER,
+					   need - sizeof(cpl));
 		}
 		if (ops->pull && userblk_has_data_in(rq) && result == 0 &&
 		    ops->pull(q, rq))

@@ -51,6 +51,20 @@ struct userblk_cmd {
 
 struct userblk_dev;
 
+/*
+ * Bytes of request data the kernel copied, by the operation and by what the
+ * other side of the copy is (the disk's sysfs directory userblk/, files *_copied_*_bytes):
+ * memory the daemon reads or writes (its buffers, the ring's shared area),
+ * or kernel pages (a pipe's). One count per byte copied once.
+ */
+enum userblk_copy_kind {
+	USERBLK_COPY_WRITE_USER,	/* a WRITE's data into the daemon's memory */
+	USERBLK_COPY_READ_USER,		/* a READ's data from the daemon's memory */
+	USERBLK_COPY_WRITE_KERNEL,	/* a WRITE's data into kernel pages */
+	USERBLK_COPY_READ_KERNEL,	/* a READ's data from kernel pages */
+	USERBLK_COPY_NR,
+};
+
 struct userblk_queue {
 	struct userblk_dev *dev;
 	u16 id;
@@ -62,6 +76,7 @@ struct userblk_queue {
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
 	atomic64_t rejected;		/* answers refused as invalid */
+	atomic64_t copied[USERBLK_COPY_NR];	/* bytes, by enum userblk_copy_kind */
 	void *priv;			/* the transport's per-queue state */
 };
 
@@ -164,6 +179,12 @@ static inline bool userblk_has_data_out(struct request *rq)
 static inline bool userblk_has_data_in(struct request *rq)
 {
 	return req_op(rq) == REQ_OP_READ;
+}
+
+static inline void userblk_count_copy(struct userblk_queue *q,
+				      enum userblk_copy_kind kind, size_t bytes)
+{
+	atomic64_add(bytes, &q->copied[kind]);
 }
 
 #define userblk_reject(q, fmt, ...)					\

@@ -135,6 +135,7 @@ static int pipe_push(struct userblk_queue *q, struct request *rq)
 		if (n < bv.bv_len)
 			break;
 	}
+	userblk_count_copy(q, USERBLK_COPY_WRITE_KERNEL, done);
 	if (unlikely(done < len)) {
 		userblk_reject(q, "tag %u: only %zu of %zu bytes went into the pipe",
 			       rq->tag, done, len);
@@ -199,6 +200,8 @@ static int pipe_pull(struct userblk_queue *q, struct request *rq)
 			break;
 	}
 	extra = pipe_drain(pipe);
+	/* Copied, even into a READ that then fails. */
+	userblk_count_copy(q, USERBLK_COPY_READ_KERNEL, done);
 	if (unlikely(done < len || extra)) {
 		userblk_reject(q, "tag %u: the READ of %zu bytes found %zu in the pipe: write a READ's data, exactly, before its completion",
 			       rq->tag, len, done + extra);

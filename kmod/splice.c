@@ -89,6 +89,10 @@ static ssize_t splice_data_move(struct kiocb *iocb, struct iov_iter *it, bool to
 		memalloc_noio_restore(noio);
 		if (to_rq)
 			userblk_cmd(rq)->filled += n;
+		userblk_count_copy(q, to_rq ? (user ? USERBLK_COPY_READ_USER :
+					       USERBLK_COPY_READ_KERNEL) :
+				   (user ? USERBLK_COPY_WRITE_USER :
+					   USERBLK_COPY_WRITE_KERNEL), n);
 		userblk_unhold(q, rq);
 		if (n) {
 			iocb->ki_pos += n;

@@ -68,6 +68,15 @@ enum userblk_mode {
 	USERBLK_MODE_END,		/* one past the last mode: not a mode */
 };
 
+/*
+ * Each live disk's sysfs directory userblk/ (/sys/block/userblkN/userblk/)
+ * counts the bytes of request data the kernel copied since ADD_DEV, one
+ * decimal number per file: write_copied_user_bytes, read_copied_user_bytes
+ * (between a request and memory the daemon reads or writes: its buffers, the
+ * ring's area) and write_copied_kernel_bytes, read_copied_kernel_bytes
+ * (between a request and kernel pages: a pipe's).
+ */
+
 /* Device features, requested at ADD_DEV. */
 #define USERBLK_F_FLUSH		(1ULL << 0) /* volatile cache: pass FLUSH down */
 #define USERBLK_F_DISCARD	(1ULL << 1) /* pass DISCARD down */
