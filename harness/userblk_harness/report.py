@@ -53,15 +53,19 @@ def table(rows, meta=None, summary=None):
     Columns that would be empty for every row are left out: the NBD server's share of the
     CPU split (only where a backend needs a server the harness starts, `forward`), CPU per
     MiB (only with blocks of 64 KiB and more), bytes the pipe adapter copied (only where it
-    copied any)."""
+    copied any), bytes userblk.ko copied of the request data into or out of the daemon's
+    memory + kernel pages (only where some row was measured with those counters)."""
     server = any(r.get("cpu_server_us_per_io_median") is not None for r in rows)
     per_mib = any((r.get("bs_bytes") or 0) >= BIG_BLOCK for r in rows)
     adapter = _nonzero(rows, "adapter_bytes_per_io_median")
+    # userblk.ko's copies of the request data (only where some row has the counters).
+    kcopy = any(r.get("kernel_copy_user_bytes_per_io_median") is not None for r in rows)
     parts = ("fio", "daemon", "server", "other") if server else ("fio", "daemon", "other")
     head = ["workload", "transport", "backend", "IOPS", "(min-max)", "MiB/s", "vs null_blk",
             "lat us", "clat us", "clat p99", "CPU us/IO", "+".join(parts)]
     head += ["CPU us/MiB"] if per_mib else []
     head += ["ctxsw/IO", "user B/IO"] + (["adapter B/IO"] if adapter else [])
+    head += ["kcopy user+kernel B/IO"] if kcopy else []
     lines = []
     for r in rows:
         if r["status"] in ("ok", "partial"):
@@ -82,6 +86,11 @@ def table(rows, meta=None, summary=None):
             cells += [_f(r["ctxsw_per_io_median"], 2), _f(r["user_bytes_per_io_median"], 0)]
             if adapter:
                 cells.append(_f(r.get("adapter_bytes_per_io_median"), 0))
+            if kcopy:
+                user = r.get("kernel_copy_user_bytes_per_io_median")
+                kern = r.get("kernel_copy_kernel_bytes_per_io_median")
+                cells.append("-" if user is None and kern is None
+                             else f"{_f(user, 0)}+{_f(kern, 0)}")
             if r["status"] == "partial":
                 cells.append(f"[{r['reps']}/{r['reps_planned']} reps ok]")
         else:

@@ -46,6 +46,8 @@ METRICS = (
     "ctxsw_per_io",
     "cpu_us_per_mib",
     "user_bytes_per_io",
+    "kernel_copy_user_bytes_per_io",
+    "kernel_copy_kernel_bytes_per_io",
     "adapter_bytes_per_io",
     "daemon_requests_per_io",
     "daemon_syscalls_per_request",

@@ -24,7 +24,7 @@ import tempfile
 import time
 import traceback
 
-from . import cpuacct, daemonstats, dmesg, fioresult, results, stores
+from . import cpuacct, daemonstats, dmesg, fioresult, kernelcopies, results, stores
 from .say import logger
 from .workloads import WORKLOADS_DIR
 from .workloads import parse as parse_workload
@@ -440,7 +440,7 @@ def run_cell(cell, plan, run_dir, klog):
                             "runtime_s": settings["runtime_s"] if workload.time_based else None,
                             "ramp_s": settings["ramp_s"] if workload.time_based else None},
         "device": None, "commands": {}, "metrics": {}, "fio": None, "cpu": None,
-        "daemon": None, "kernel_log": [], "warnings": [],
+        "daemon": None, "kernel_copies": None, "kernel_log": [], "warnings": [],
     }
     t0 = time.monotonic()
     klog.new_lines()
@@ -470,6 +470,7 @@ def run_cell(cell, plan, run_dir, klog):
         if settings.get("precondition") and dev_spec.get("stores_data"):
             rec["device"]["precondition_s"] = precondition(cdir, device.path, settings)
         before = device.snapshot(os.path.join(cdir, "stats-before.json"))
+        copies_before = kernelcopies.read(device.name)
         pids = {"daemon": device.pid, "server": store.server_pid if store else None}
         roles = ("fio", "daemon", "server", "harness")
         argv, env_vars, samples, rc, fio_pid = run_fio(
@@ -477,9 +478,10 @@ def run_cell(cell, plan, run_dir, klog):
         rec["commands"]["fio"] = argv
         rec["commands"]["fio_env"] = env_vars
         died = None if device.alive() else device.death()
-        after = None
+        after = copies_after = None
         if device.alive():
             after = device.snapshot(os.path.join(cdir, "stats-after.json"))
+            copies_after = kernelcopies.read(device.name)
         if died:
             raise CellFailed(f"{died} (during fio)")
         if store and store.server_pid and not store.alive():
@@ -524,12 +526,16 @@ def run_cell(cell, plan, run_dir, klog):
                                "server": store.server_pid if store else None,
                                "harness": os.getpid()},
                       "trace": [cpuacct.compact(s, roles) for s in samples]}
+        copies = kernelcopies.delta(copies_before, copies_after)
+        rec["kernel_copies"] = copies
         if before is not None and after is not None:
             d = daemonstats.delta(before, after)
             metrics.update(daemonstats.per_io(d, workload.bs_bytes))
+            metrics.update(kernelcopies.per_io(copies, d.get("bytes.total"), workload.bs_bytes))
             rec["daemon"] = {"pid": device.pid, "stats_delta": d}
         else:
             metrics["user_bytes_per_io"] = None
+            metrics.update(kernelcopies.per_io(None, None, None))
             rec["daemon"] = {"pid": device.pid, "stats_delta": None}
         rec["metrics"] = metrics
         status = device.stop(os.path.join(cdir, "stats-final.json"))

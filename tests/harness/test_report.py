@@ -69,6 +69,17 @@ class TableColumnsTest(unittest.TestCase):
         ref = next(ln for ln in text.splitlines() if "brd" in ln and "SKIPPED" not in ln)
         self.assertIn("+-+", ref)             # references have no server
 
+    def test_kernel_copies_show_only_where_measured(self):
+        self.assertNotIn("kcopy", report.table(self.rows()))
+        rows = self.rows(kernel_copy_user_bytes_per_io_median=0.0,
+                         kernel_copy_kernel_bytes_per_io_median=65536.0)
+        text = report.table(rows)
+        self.assertIn("kcopy user+kernel B/IO", text)
+        copy = next(ln for ln in text.splitlines() if "randread" in ln and "copy" in ln)
+        self.assertTrue(copy.endswith("0+65536"), copy)
+        ref = next(ln for ln in text.splitlines() if "null_blk" in ln and "42.0k" in ln)
+        self.assertTrue(ref.endswith(" -"), ref)       # not ours: no counters
+
     def test_a_verification_failure_keeps_its_message(self):
         rows = self.rows()
         r = next(r for r in rows if r["transport"] == "brd")

@@ -385,6 +385,46 @@ class TransportSuite(unittest.TestCase):
                              "the daemon")
         self.assert_total_is_sum_of_queues(doc)
 
+    def test_the_kernel_counts_the_data_it_copied(self):
+        """userblk.ko's copy counters (sysfs userblk/*_copied_*_bytes), after verify runs: every
+        byte the daemon saw read or written was copied by the kernel exactly once, into or out
+        of what the transport's kernel_copy= says (--dump-transport): the daemon's memory
+        ("user") or kernel pages ("kernel", a pipe's); the other kind stays 0."""
+        tcaps, bcaps = capabilities(self.transport), backend_capabilities(self.backend)
+        if tcaps.get("kind") != "userblk":
+            self.skipTest(f"{self.transport} is not a userblk.ko transport: no counters of ours")
+        kind = tcaps.get("kernel_copy", "")
+        if kind.startswith("kernel if the backend has native_pipe=1"):
+            kind = "kernel" if bcaps.get("native_pipe") == "1" else "user"
+        self.assertIn(kind, ("user", "kernel"), f"kernel_copy={tcaps.get('kernel_copy')}")
+        d = self.daemon(queues=2, depth=32)
+        for rw, bs, qd, size in (("randwrite", "4k", 8, "1M"), ("write", "1M", 4, "8M")):
+            fio(f"--filename={d.path}", f"--name=copies-{rw}", f"--rw={rw}", f"--bs={bs}",
+                f"--iodepth={qd}", f"--size={size}", "--offset=64M", "--verify=crc32c",
+                "--do_verify=1", "--verify_fatal=1")
+        # The counters and the daemon's bytes at one moment: no I/O between two reads of the
+        # daemon's statistics (udev may still probe the device after fio closed it).
+        run(["udevadm", "settle", "--timeout=10"], check=False)
+        for _ in range(5):
+            first = json.loads(run(d.cli("stats"), timeout=30).stdout)["total"]["bytes"]
+            copied = {f"{op}_{where}": sys_block(d.path, f"userblk/{op}_copied_{where}_bytes")
+                      for op in ("write", "read") for where in ("user", "kernel")}
+            second = json.loads(run(d.cli("stats"), timeout=30).stdout)["total"]["bytes"]
+            if first == second:
+                break
+            time.sleep(0.5)
+        self.assertEqual(first, second, "the device did not go quiet")
+        self.assertNotIn(None, copied.values(), f"no sysfs userblk/ counters: {copied}")
+        copied = {k: int(v) for k, v in copied.items()}
+        self.assertEqual(d.stop(), 0)
+        other = "user" if kind == "kernel" else "kernel"
+        how = f"{self.transport} with {self.backend} (kernel_copy={kind}): {copied}"
+        self.assertGreaterEqual(first["write"], 9 << 20, how)
+        self.assertEqual(copied[f"write_{kind}"], first["write"], how)
+        self.assertEqual(copied[f"read_{kind}"], first["read"], how)
+        self.assertEqual(copied[f"write_{other}"], 0, how)
+        self.assertEqual(copied[f"read_{other}"], 0, how)
+
     def test_the_device_offers_what_its_backend_serves(self):
         """Without --features the device gets what the backend serves (Backend::serves()), the
         block layer shows it, and discard and write-zeroes then work end to end."""

@@ -23,6 +23,8 @@ private:
         caps.set("requests", "read() on the queue fd, batched; a WRITE's data inline");
         caps.set("completions", "write() on the queue fd, batched; a READ's data inline");
         caps.set("data_path", "copied by the kernel into and out of the daemon's buffers");
+        // What userblk.ko copies the request data to or from (sysfs userblk/*_copied_*_bytes).
+        caps.set("kernel_copy", "user");
         caps.set_flag("batching", true);
         caps.set_flag("zero_copy", false);
         caps.set_flag("polling", false);

@@ -86,6 +86,7 @@ private:
         caps.set("data_path",
                  "a pipe per tag: the kernel writes a WRITE's data into it and reads "
                  "a READ's data from it; the backend splices it or the adapter copies");
+        caps.set("kernel_copy", "kernel");
         caps.set_flag("batching", true);
         caps.set_flag("zero_copy", false);
         caps.set_flag("data_stays_in_kernel", true);

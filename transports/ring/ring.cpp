@@ -46,6 +46,7 @@ private:
         caps.set("data_path", "per-tag buffers in the shared mapping: the backend reads and "
                               "writes them in place, the kernel copies them to and from the bio "
                               "pages (one copy)");
+        caps.set("kernel_copy", "user");
         caps.set_flag("batching", true);
         caps.set_flag("zero_copy", false);
         caps.set_number("allocations_per_request", 0);

@@ -137,6 +137,8 @@ private:
         caps.set("data_path",
                  "a data fd per queue addressed by tag: spliced through a pipe to the backend's "
                  "file or socket (native pipe backends), else pread/pwrite into the daemon");
+        // Spliced through a pipe (kernel pages) where the backend takes pipes, else pread/pwrite.
+        caps.set("kernel_copy", "kernel if the backend has native_pipe=1, else user");
         caps.set_flag("batching", true);
         caps.set_flag("zero_copy", false);
         caps.set_flag("data_stays_in_kernel", true);
