@@ -47,6 +47,7 @@ help:
 	@echo "make vm-shell    an interactive shell in the test VM, userblk.ko in \$$USERBLK_KMOD_DIR"
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
 	@echo "make sweep       the runs behind the paper: every transport, paper sets (~80 min)"
+	@echo "make slots       a pipe per slot at scale: pipe against splice, queues x depth"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
 	@echo "make figures     every figure of plots/ into paper/figures/, from results/reference/"
@@ -112,6 +113,21 @@ sweep: deps build
 	@harness/bench --transport all --backend null --workloads paper $(SWEEP_ARGS)
 	@harness/bench --transport copy,pipe,splice,nbd,ublk --backend forward --workloads paper-forward \
 		$(SWEEP_ARGS)
+
+# make slots: what a pipe per slot costs at scale against splice's data fd per queue
+# (docs/splice-and-pipe.md): both transports at each QUEUES:DEPTH of SLOTS, on ram, 4 KiB
+# random reads 64 deep from 2 jobs, 5 repetitions unless REPS says otherwise, in a guest of 4
+# CPUs (so that 4 queues are 4: the kernel cuts queues to the CPUs) whose daemons may open
+# 65536 files (2 per pipe). plots/slots.py draws it.
+.PHONY: slots
+SLOTS ?= 1:64 2:128 4:256 4:1024
+comma := ,
+SLOT_TRANSPORTS = $(subst $(eval) ,$(comma),$(strip $(foreach t,pipe splice,$(foreach g,$(SLOTS),\
+	$(t):queues=$(word 1,$(subst :, ,$(g))):depth=$(word 2,$(subst :, ,$(g)))))))
+slots: deps build
+	@harness/bench --transport "$(SLOT_TRANSPORTS)" --backend ram --workloads randread-4k-qd64-j2 \
+		--smp 4 --nofile 65536 --no-precondition --platform "$(PLATFORM)" --build "$(BUILD)" \
+		--reps $(or $(REPS),5)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>
 compare:

@@ -262,7 +262,8 @@ def make_plan(a, cli):
     return {
         "schema": results.PLAN_SCHEMA,
         "settings": {"size": a.size, "size_bytes": parse_size(a.size), "queues": a.queues,
-                     "depth": a.depth, "runtime_s": runtime, "ramp_s": ramp, "reps": a.reps,
+                     "depth": a.depth, "nofile": a.nofile, "runtime_s": runtime,
+                     "ramp_s": ramp, "reps": a.reps,
                      "workload_set": set_name, "sample_interval_s": a.sample_interval,
                      "precondition": not a.no_precondition,
                      "cli": cli, "build": a.build},
@@ -587,6 +588,9 @@ def add_args(ap):
     ap.add_argument("--no-precondition", action="store_true",
                     help="do not write devices that store data once before each cell "
                          "(workloads/precondition.fio)")
+    ap.add_argument("--nofile", type=int, default=None,
+                    help="the daemon's open-files limit, soft and hard (default: inherited; "
+                         "a pipe per tag needs 2 fds a tag, beyond the guest's 4096)")
     ap.add_argument("--smp", type=int, default=2, help="VM CPUs (default 2)")
     ap.add_argument("--mem", type=int, default=2048, help="VM memory in MiB (default 2048)")
     ap.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",

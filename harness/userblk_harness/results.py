@@ -52,6 +52,11 @@ METRICS = (
     "daemon_requests_per_io",
     "daemon_syscalls_per_request",
     "adapter_copied_bytes_per_request",
+    "setup_s",
+    "daemon_fds",
+    "kernel_mem_setup_kib",
+    "kernel_slab_setup_kib",
+    "kernel_mem_loaded_kib",
     "host_other_cores",
     "host_steal_cores",
 )
@@ -189,7 +194,8 @@ def summarize(plan, cells, platform=None, accel=None):
                 "nr_requests": queue.get("nr_requests"),
                 "scheduler": queue.get("scheduler"),
                 "nr_hw_queues": queue.get("nr_hw_queues"),
-                "queues": settings.get("queues"), "depth": settings.get("depth"),
+                "queues": geometry(devices[key[:2]], settings, "queues"),
+                "depth": geometry(devices[key[:2]], settings, "depth"),
                 "size_bytes": settings.get("size_bytes"),
                 "platform": platform or plan.get("platform"), "accel": accel,
             })
@@ -200,6 +206,19 @@ def summarize(plan, cells, platform=None, accel=None):
         if r["iops_median"] is not None and floor.get(r["workload"]):
             r["iops_vs_null_blk"] = r["iops_median"] / floor[r["workload"]]
     return rows
+
+
+def geometry(device, settings, what):
+    """The device's queues or depth: its variant's own (pipe:queues=2:depth=128), else the
+    run's."""
+    options = device.get("options") or []
+    for i, o in enumerate(options[:-1]):
+        if o == f"--{what}":
+            try:
+                return int(options[i + 1])
+            except ValueError:
+                return options[i + 1]
+    return settings.get(what)
 
 
 def count_status(cells):

@@ -15,6 +15,7 @@ One progress line per cell goes to stdout.
 import errno
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -24,7 +25,7 @@ import tempfile
 import time
 import traceback
 
-from . import cpuacct, daemonstats, dmesg, fioresult, kernelcopies, results, stores
+from . import cpuacct, daemonstats, dmesg, fioresult, kernelcopies, kmem, results, stores
 from .say import logger
 from .workloads import WORKLOADS_DIR
 from .workloads import parse as parse_workload
@@ -116,8 +117,13 @@ class Device:
                      *dev.get("options", [])]
         if dev["backend"] != results.NO_BACKEND:
             self.argv += ["--backend", store.spec if store else dev["backend"]]
-        self.argv += ["--size", settings["size"], "--queues", str(settings["queues"]),
-                      "--depth", str(settings["depth"])]
+        # A variant's own geometry (pipe:queues=2:depth=128) replaces the run's.
+        options = dev.get("options", [])
+        self.argv += ["--size", settings["size"]]
+        for flag in ("queues", "depth"):
+            if f"--{flag}" not in options:
+                self.argv += [f"--{flag}", str(settings[flag])]
+        self.nofile = settings.get("nofile")
         if self.has_stats:
             self.argv += ["--stats-json", self.stats_path]
         self.log_path = os.path.join(cell_dir, "daemon.log")
@@ -136,12 +142,25 @@ class Device:
         except OSError:
             return ""
 
+    def _limits(self):
+        """In the daemon's child, before exec: the open-files limit the run asked for (--nofile),
+        soft and hard, as a service manager would set it (a pipe per tag needs 2 fds a tag)."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def fds(self):
+        """How many fds the daemon holds, or None."""
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/fd"))
+        except (OSError, TypeError):
+            return None
+
     def start(self):
         t0 = time.monotonic()
         self._log = open(self.log_path, "w")
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=self._log, bufsize=0)
+                                         stdout=subprocess.PIPE, stderr=self._log, bufsize=0,
+                                         preexec_fn=self._limits if self.nofile else None)
         except OSError as e:
             raise CellFailed(f"cannot run {self.argv[0]}: {e}")
         fd = self.proc.stdout.fileno()
@@ -462,9 +481,12 @@ def run_cell(cell, plan, run_dir, klog):
                 rec["commands"]["server"] = store.server_argv
         device = Device(settings["cli"], dev_spec, settings, workdir, cdir, store)
         rec["commands"]["device"] = device.argv
+        mem_before = kmem.snapshot()
         setup_s = device.start()
+        mem_ready = kmem.snapshot()
         rec["device"] = {"id": device.id, "path": device.path, "name": device.name,
-                         "daemon_pid": device.pid, "setup_s": setup_s,
+                         "daemon_pid": device.pid, "setup_s": setup_s, "fds": device.fds(),
+                         "kernel_memory": {"setup": kmem.delta(mem_before, mem_ready)},
                          "queue": prepare_queue(device.name),
                          "store": store.describe() if store else None}
         if settings.get("precondition") and dev_spec.get("stores_data"):
@@ -482,6 +504,7 @@ def run_cell(cell, plan, run_dir, klog):
         if device.alive():
             after = device.snapshot(os.path.join(cdir, "stats-after.json"))
             copies_after = kernelcopies.read(device.name)
+            rec["device"]["kernel_memory"]["loaded"] = kmem.delta(mem_before, kmem.snapshot())
         if died:
             raise CellFailed(f"{died} (during fio)")
         if store and store.server_pid and not store.alive():
@@ -502,6 +525,14 @@ def run_cell(cell, plan, run_dir, klog):
                       "usr_cpu_pct": m["fio_usr_cpu_pct"], "sys_cpu_pct": m["fio_sys_cpu_pct"],
                       "ctx": m["fio_ctx"]}
         metrics = {k: m[k] for k in results.FIO_METRICS}
+        # What the device costs to have: set-up time, the daemon's fds, and kernel memory
+        # (KiB) once it was ready and once fio had used it.
+        kmem_of = rec["device"]["kernel_memory"]
+        metrics["setup_s"] = setup_s
+        metrics["daemon_fds"] = rec["device"]["fds"] if device.has_stats else None
+        metrics["kernel_mem_setup_kib"] = (kmem_of["setup"] or {}).get("kernel_kib")
+        metrics["kernel_slab_setup_kib"] = (kmem_of["setup"] or {}).get("slab_kib")
+        metrics["kernel_mem_loaded_kib"] = (kmem_of.get("loaded") or {}).get("kernel_kib")
         # CPU: the samples inside fio's measured window, else the whole fio process.
         alive = [s for s in samples if s.get("fio") is not None]
         win = cpuacct.window(alive, m["end_s"], m["runtime_ms"] / 1000.0)

@@ -41,7 +41,10 @@ class FiguresTest(unittest.TestCase):
         for out in outs:
             for script in FIGURES:
                 r = run(["-m", script, REFERENCE, "--out", out])
-                self.assertEqual(r.returncode, 0, f"{script}: {r.stdout}{r.stderr}")
+                # A figure of an experiment the reference results do not hold (make slots)
+                # skips; the paper's figures never do.
+                ok = (0,) if script[len("plots."):] in PAPER_FIGURES else (0, 77)
+                self.assertIn(r.returncode, ok, f"{script}: {r.stdout}{r.stderr}")
         for name in PAPER_FIGURES:
             for ext in ("png", "pdf"):
                 a, b = (os.path.join(o, f"{name}.{ext}") for o in outs)
@@ -75,6 +78,34 @@ class FiguresTest(unittest.TestCase):
         r = run(["-m", "plots.latency", run_dir, "--out", self.tmp])
         self.assertEqual(r.returncode, 77, r.stdout + r.stderr)
         self.assertIn("skipped", r.stdout)
+
+
+class SlotsFigureTest(unittest.TestCase):
+    def test_draws_the_variants_that_set_their_geometry(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        rows = []
+        for base in ("pipe", "splice"):
+            for q, d in ((1, 64), (2, 128), (4, 256)):
+                row = {"transport": f"{base}:queues={q}:depth={d}", "backend": "ram",
+                       "workload": "randread-4k-qd64-j2", "reps": 5, "reps_planned": 5,
+                       "status": "ok", "kind": "userblk"}
+                for metric, v in (("setup_s", 0.01 * q * d), ("daemon_fds", 2 * q * d + q),
+                                  ("kernel_mem_setup_kib", 10.0 * q * d),
+                                  ("kernel_mem_loaded_kib", 14.0 * q * d), ("iops", 9000.0)):
+                    row.update({f"{metric}_median": v, f"{metric}_min": v * 0.9,
+                                f"{metric}_max": v * 1.1})
+                rows.append(row)
+        rows.append({"transport": "ring", "backend": "ram", "workload": "randread-4k-qd64-j2",
+                     "reps": 5, "status": "ok", "iops_median": 1.0})
+        run_dir = os.path.join(tmp, "run")
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump({"run_id": "slots", "rows": rows, "platform": "vm", "accel": "kvm"}, f)
+        r = run(["-m", "plots.slots", run_dir, "--out", tmp])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertGreater(os.path.getsize(os.path.join(tmp, "slots.png")), 5000)
+        self.assertTrue(os.path.exists(os.path.join(tmp, "slots.pdf")))
 
 
 class NumbersTest(unittest.TestCase):
