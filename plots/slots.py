@@ -6,9 +6,11 @@
 Rows of transport variants that set their own geometry (pipe:queues=Q:depth=D,
 splice:queues=Q:depth=D), every backend and workload the results hold for them, drawn against
 the slots (Q x D, log scale): the device's set-up time (`userblk add` to its node), the
-daemon's open fds, the kernel memory the device took (slab, and pages the kernel keeps for
-itself: meminfo's total less free, file cache and process memory) once it was made and once
-fio had used it, and 4 KiB IOPS. Points are medians, whiskers min-max over the repetitions.
+daemon's open fds, the slab the device took once it was made (meminfo's Slab: exact to a few
+KiB, where the whole of kernel memory moves by megabytes as earlier cells' memory is freed),
+the kernel memory it held once fio had used it (slab, and pages the kernel keeps for itself:
+meminfo's total less free, file cache and process memory; a pipe keeps a spare page once it
+has carried data), and 4 KiB IOPS. Points are medians, whiskers min-max over the repetitions.
 Writes DIR/slots.{png,pdf}.
 """
 
@@ -22,7 +24,7 @@ PROG = "plots/slots.py"
 VARIANT = re.compile(r"^(?P<base>[a-z0-9_]+):queues=(?P<q>\d+):depth=(?P<d>\d+)$")
 PANELS = (("setup_s", "set-up time (s)", 1.0),
           ("daemon_fds", "daemon fds", 1.0),
-          ("kernel_mem_setup_kib", "kernel memory, made (MiB)", 1 / 1024),
+          ("kernel_slab_setup_kib", "slab, device made (MiB)", 1 / 1024),
           ("kernel_mem_loaded_kib", "kernel memory, after fio (MiB)", 1 / 1024),
           ("iops", "IOPS", 1.0))
 

@@ -91,7 +91,7 @@ class SlotsFigureTest(unittest.TestCase):
                        "workload": "randread-4k-qd64-j2", "reps": 5, "reps_planned": 5,
                        "status": "ok", "kind": "userblk"}
                 for metric, v in (("setup_s", 0.01 * q * d), ("daemon_fds", 2 * q * d + q),
-                                  ("kernel_mem_setup_kib", 10.0 * q * d),
+                                  ("kernel_slab_setup_kib", 10.0 * q * d),
                                   ("kernel_mem_loaded_kib", 14.0 * q * d), ("iops", 9000.0)):
                     row.update({f"{metric}_median": v, f"{metric}_min": v * 0.9,
                                 f"{metric}_max": v * 1.1})
