@@ -142,11 +142,6 @@ class Device:
         except OSError:
             return ""
 
-    def _limits(self):
-        """In the daemon's child, before exec: the open-files limit the run asked for (--nofile),
-        soft and hard, as a service manager would set it (a pipe per tag needs 2 fds a tag)."""
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-
     def fds(self):
         """How many fds the daemon holds, or None."""
         try:
@@ -156,11 +151,20 @@ class Device:
 
     def start(self):
         t0 = time.monotonic()
+        if self.nofile:
+            # The open-files limit the run asked for (--nofile), soft and hard, as a service
+            # manager would set it (a pipe per tag takes 2 fds a tag). Set on the runner, which
+            # is root in the guest, so the daemon inherits it: no code runs between fork and
+            # exec.
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+            except (ValueError, OSError) as e:
+                raise CellFailed(f"cannot set the open-files limit to {self.nofile} (--nofile): "
+                                 f"{e}")
         self._log = open(self.log_path, "w")
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=self._log, bufsize=0,
-                                         preexec_fn=self._limits if self.nofile else None)
+                                         stdout=subprocess.PIPE, stderr=self._log, bufsize=0)
         except OSError as e:
             raise CellFailed(f"cannot run {self.argv[0]}: {e}")
         fd = self.proc.stdout.fileno()
