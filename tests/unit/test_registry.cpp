@@ -104,6 +104,21 @@ TEST(Registry, EveryModeOfTheUapiIsOneUserblkTransport) {
     }
 }
 
+TEST(Registry, EveryUserblkTransportSaysWhatItsKernelCopiesTo) {
+    // The VM suite checks the kernel's copy counters against kernel_copy= (docs/splice-and-pipe.md).
+    const std::set<std::string> known = {"user", "kernel",
+                                         "kernel if the backend has native_pipe=1, else user"};
+    for (const auto& e : transports()) {
+        auto said = describe_transport(e).get("kernel_copy");
+        if (e.kind == TransportKind::userblk) {
+            ASSERT_TRUE(said.has_value()) << e.name;
+            EXPECT_TRUE(known.contains(std::string(*said))) << e.name << ": " << *said;
+        } else {
+            EXPECT_FALSE(said.has_value()) << e.name << ": not a mode of userblk.ko";
+        }
+    }
+}
+
 TEST(Registry, PollingIsReadFromTheCapabilities) {
     EXPECT_TRUE(transport_polls(*find_transport("ring")));
     EXPECT_FALSE(transport_polls(*find_transport("copy")));
