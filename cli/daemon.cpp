@@ -460,6 +460,9 @@ int serve_device(const Launch& launch, Reporter& reporter) {
             return kExitUsage;
         }
     }
+    if (launch.lend) {
+        cfg.features |= USERBLK_F_LEND;
+    }
     std::unique_ptr<Transport> transport = launch.transport->make();
     if (Status st = transport->create(cfg, backend.get()); !st.ok()) {
         reporter.failed(st.message());

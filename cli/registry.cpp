@@ -112,6 +112,20 @@ bool transport_polls(const TransportEntry& entry) {
     return describe_transport(entry).get("polling") == "1";
 }
 
+bool transport_lends(const TransportEntry& entry) {
+    return describe_transport(entry).get("lend") == "1";
+}
+
+std::string lending_transport_names() {
+    std::string out;
+    for (const auto& t : kTransports) {
+        if (transport_lends(t)) {
+            out += (out.empty() ? "" : ", ") + std::string(t.name);
+        }
+    }
+    return out.empty() ? "none" : out;
+}
+
 std::string polling_transport_names() {
     std::string out;
     for (const auto& t : kTransports) {

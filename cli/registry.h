@@ -55,6 +55,10 @@ Capabilities describe_transport(const TransportEntry& entry);
 /// Whether the transport can busy-poll (its capability polling=1), so DeviceConfig::poll_us
 /// means something to it.
 bool transport_polls(const TransportEntry& entry);
+/// Whether entry lends WRITE pages to pipes with --lend on (lend=1 in its capabilities).
+bool transport_lends(const TransportEntry& entry);
+/// The names of the transports that lend, comma-separated ("none" if none).
+std::string lending_transport_names();
 /// The transports that poll, comma-separated ("none" if there is none), for error messages.
 std::string polling_transport_names();
 

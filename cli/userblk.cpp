@@ -68,6 +68,7 @@ struct AddOptions {
     std::optional<std::string> features; ///< nullopt: what the backend serves
     std::optional<std::uint32_t> id;
     std::string poll_us = "0";
+    std::string lend = "off";
     std::string socket = "unix";
     bool daemon = false;
     std::string stats_json;
@@ -158,6 +159,10 @@ int cmd_add(const AddOptions& o) {
                                     " transport does not poll; transports that poll: " +
                                     polling_transport_names());
     }
+    if (o.lend != "on" && o.lend != "off") {
+        return fail(kExitUsage, "invalid --lend '" + o.lend + "': expected on or off");
+    }
+    launch.lend = o.lend == "on";
     auto socket = parse_socket_kind(o.socket);
     if (!socket) {
         return fail(kExitUsage, "invalid --socket '" + o.socket + "': expected unix or tcp");
@@ -235,6 +240,12 @@ int cmd_add(const AddOptions& o) {
                                         "'; valid features: " + std::string(feature_names()));
         }
         launch.features = *features;
+    }
+    if ((launch.lend || (launch.features.value_or(0) & USERBLK_F_LEND) != 0) &&
+        !transport_lends(*launch.transport)) {
+        return fail(kExitUsage, "lend: the " + std::string(launch.transport->name) +
+                                    " transport cannot lend pages; transports that can: " +
+                                    lending_transport_names());
     }
     launch.cfg.size = *size;
     launch.cfg.block_size = *block_size;
@@ -531,7 +542,7 @@ int run(int argc, char** argv) {
         ->capture_default_str();
     add->add_option("--features", add_opts.features,
                     "Comma-separated: flush, discard, write-zeroes, read-only, fua, "
-                    "any-daemon, or none (default: what the backend serves)")
+                    "any-daemon, lend, or none (default: what the backend serves)")
         ->option_text("LIST");
     add->add_option("--id", add_opts.id, "Wanted device id (default: any free one)")
         ->option_text("N");
@@ -540,6 +551,11 @@ int run(int argc, char** argv) {
                     "transports that poll (polling=1 in --dump-transport); 0: never")
         ->capture_default_str()
         ->option_text("N");
+    add->add_option("--lend", add_opts.lend,
+                    "on: WRITEs lend their own pages to the pipe instead of a copy (the lend "
+                    "feature, added to the others; lend=1 in --dump-transport: pipe, splice)")
+        ->capture_default_str()
+        ->option_text("on|off");
     add->add_option("--socket", add_opts.socket,
                     "How the kernel reaches the NBD server, for transports that have one "
                     "(sockets= in --dump-transport: nbd, nbdkit): unix (a UNIX socket) or tcp "

@@ -12,17 +12,19 @@ struct FeatureName {
     std::string_view name;
 };
 
-constexpr std::array<FeatureName, 6> kFeatures = {{
+constexpr std::array<FeatureName, 7> kFeatures = {{
     {USERBLK_F_FLUSH, "flush"},
     {USERBLK_F_DISCARD, "discard"},
     {USERBLK_F_WRITE_ZEROES, "write-zeroes"},
     {USERBLK_F_READ_ONLY, "read-only"},
     {USERBLK_F_FUA, "fua"},
     {USERBLK_F_ANY_DAEMON, "any-daemon"},
+    {USERBLK_F_LEND, "lend"},
 }};
 
 static_assert((USERBLK_F_FLUSH | USERBLK_F_DISCARD | USERBLK_F_WRITE_ZEROES |
-               USERBLK_F_READ_ONLY | USERBLK_F_FUA | USERBLK_F_ANY_DAEMON) == USERBLK_F_ALL,
+               USERBLK_F_READ_ONLY | USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | USERBLK_F_LEND) ==
+                  USERBLK_F_ALL,
               "every uapi feature needs a name in kFeatures");
 
 } // namespace
@@ -70,7 +72,8 @@ std::optional<SocketKind> parse_socket_kind(std::string_view name) noexcept {
 }
 
 std::string_view feature_names() noexcept {
-    return "flush, discard, write-zeroes, read-only, fua (with flush), any-daemon";
+    return "flush, discard, write-zeroes, read-only, fua (with flush), any-daemon, lend (pipe, "
+           "splice)";
 }
 
 std::string format_features(std::uint64_t features) {

@@ -116,6 +116,7 @@ blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 	if (unlikely(!userblk_op_supported(q, rq)))
 		return BLK_STS_NOTSUPP;
 
+	cmd->loan = NULL;
 	blk_mq_start_request(rq);
 	spin_lock(&q->lock);
 	if (unlikely(q->dead)) {
@@ -149,9 +150,14 @@ int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
 	return 0;
 }
 
-/* Complete rq, which the caller has taken out of every list, as IDLE. */
+/*
+ * Complete rq, which the caller has taken out of every list, as IDLE. Pages
+ * it lent that a pipe still holds stay with that pipe (lend.c).
+ */
 static void userblk_end(struct request *rq, int result)
 {
+	if (unlikely(userblk_cmd(rq)->loan))
+		userblk_loan_detach(rq->mq_hctx->driver_data, rq);
 	blk_mq_end_request(rq, result ? errno_to_blk_status(result) : BLK_STS_OK);
 }
 
@@ -341,14 +347,41 @@ void userblk_unhold(struct userblk_queue *q, struct request *rq)
 	userblk_put_back(q, rq, USERBLK_CMD_DISPATCHED);
 }
 
-/* Complete a claimed (IN) request with result (0 or -errno). */
+/*
+ * Complete a claimed (IN) request with result (0 or -errno); one that still
+ * lends pages to a pipe is LENT instead, and the last release completes it.
+ */
 void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
 {
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
 	spin_lock(&q->lock);
-	userblk_cmd(rq)->state = USERBLK_CMD_IDLE;
+	if (unlikely(cmd->loan) && userblk_loan_answer(cmd, result)) {
+		cmd->state = USERBLK_CMD_LENT;
+		spin_unlock(&q->lock);
+		return;
+	}
+	cmd->state = USERBLK_CMD_IDLE;
 	q->rqs[rq->tag] = NULL;
 	spin_unlock(&q->lock);
 	userblk_end(rq, result);
+}
+
+/*
+ * The last pipe buffer lent from a LENT request was released: complete it
+ * with its answer. lend.c has taken it, so no abort ends it meanwhile, and
+ * its loan is gone.
+ */
+void userblk_lent_done(struct userblk_queue *q, struct request *rq, int result)
+{
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
+	spin_lock(&q->lock);
+	cmd->loan = NULL;
+	cmd->state = USERBLK_CMD_IDLE;
+	q->rqs[rq->tag] = NULL;
+	spin_unlock(&q->lock);
+	blk_mq_end_request(rq, result ? errno_to_blk_status(result) : BLK_STS_OK);
 }
 
 static void userblk_abort_all(struct userblk_dev *dev, struct request *timed_out);
@@ -415,7 +448,10 @@ static void userblk_abort_queue(struct userblk_queue *q, struct request *timed_o
 		cmd = userblk_cmd(rq);
 		if (cmd->state == USERBLK_CMD_QUEUED)
 			list_del(&cmd->node);
-		else if (cmd->state != USERBLK_CMD_DISPATCHED)
+		else if (cmd->state == USERBLK_CMD_LENT && !userblk_loan_abort(cmd))
+			continue;	/* its last lent buffer is completing it */
+		else if (cmd->state != USERBLK_CMD_DISPATCHED &&
+			 cmd->state != USERBLK_CMD_LENT)
 			continue;	/* OUT, IN or DATA: its syscall finishes it */
 		cmd->state = USERBLK_CMD_IDLE;
 		q->rqs[tag] = NULL;
@@ -574,39 +610,43 @@ static const struct block_device_operations userblk_bdev_ops = {
 };
 
 /*
- * The disk's userblk/ directory in sysfs: what the kernel copied of the
- * requests' data (enum userblk_copy_kind), summed over the queues. The
+ * The disk's userblk/ directory in sysfs: what the kernel copied or lent of
+ * the requests' data (enum userblk_count_kind), summed over the queues. The
  * files live as long as the disk, whose private_data is the device.
  */
-static u64 userblk_copied(struct device *d, enum userblk_copy_kind kind)
+static u64 userblk_counted(struct device *d, enum userblk_count_kind kind)
 {
 	struct userblk_dev *dev = dev_to_disk(d)->private_data;
 	u64 sum = 0;
 	unsigned int i;
 
 	for (i = 0; i < dev->cfg.nr_queues; i++)
-		sum += atomic64_read(&dev->queues[i].copied[kind]);
+		sum += atomic64_read(&dev->queues[i].counts[kind]);
 	return sum;
 }
 
-#define USERBLK_COPIED_ATTR(name, kind)					\
+#define USERBLK_COUNT_ATTR(name, kind)					\
 static ssize_t name##_show(struct device *d, struct device_attribute *a, \
 			   char *buf)					\
 {									\
-	return sysfs_emit(buf, "%llu\n", userblk_copied(d, kind));	\
+	return sysfs_emit(buf, "%llu\n", userblk_counted(d, kind));	\
 }									\
 static DEVICE_ATTR_RO(name)
 
-USERBLK_COPIED_ATTR(write_copied_user_bytes, USERBLK_COPY_WRITE_USER);
-USERBLK_COPIED_ATTR(read_copied_user_bytes, USERBLK_COPY_READ_USER);
-USERBLK_COPIED_ATTR(write_copied_kernel_bytes, USERBLK_COPY_WRITE_KERNEL);
-USERBLK_COPIED_ATTR(read_copied_kernel_bytes, USERBLK_COPY_READ_KERNEL);
+USERBLK_COUNT_ATTR(write_copied_user_bytes, USERBLK_COPY_WRITE_USER);
+USERBLK_COUNT_ATTR(read_copied_user_bytes, USERBLK_COPY_READ_USER);
+USERBLK_COUNT_ATTR(write_copied_kernel_bytes, USERBLK_COPY_WRITE_KERNEL);
+USERBLK_COUNT_ATTR(read_copied_kernel_bytes, USERBLK_COPY_READ_KERNEL);
+USERBLK_COUNT_ATTR(write_lent_bytes, USERBLK_LENT_WRITE);
+USERBLK_COUNT_ATTR(lent_abandoned_requests, USERBLK_LENT_ABANDONED);
 
 static struct attribute *userblk_disk_attrs[] = {
 	&dev_attr_write_copied_user_bytes.attr,
 	&dev_attr_read_copied_user_bytes.attr,
 	&dev_attr_write_copied_kernel_bytes.attr,
 	&dev_attr_read_copied_kernel_bytes.attr,
+	&dev_attr_write_lent_bytes.attr,
+	&dev_attr_lent_abandoned_requests.attr,
 	NULL,
 };
 
@@ -736,6 +776,13 @@ static void userblk_set_limits(struct userblk_dev *dev)
 	}
 	if (c->features & USERBLK_F_WRITE_ZEROES)
 		blk_queue_max_write_zeroes_sectors(rq, UINT_MAX >> SECTOR_SHIFT);
+	/*
+	 * A lent page goes on to a socket or a file after the daemon saw the
+	 * request: writeback must not change it meanwhile, or the backend gets
+	 * data the request never carried (and a checksum over it is wrong).
+	 */
+	if (c->features & USERBLK_F_LEND)
+		blk_queue_flag_set(QUEUE_FLAG_STABLE_WRITES, rq);
 	set_capacity(dev->disk, c->size >> SECTOR_SHIFT);
 	set_disk_ro(dev->disk, c->features & USERBLK_F_READ_ONLY);
 }
@@ -767,6 +814,11 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 				    cfg.mode);
 		return cfg.mode >= USERBLK_MODE_COPY && cfg.mode < USERBLK_MODE_END ?
 			-EOPNOTSUPP : -EINVAL;
+	}
+	if ((cfg.features & USERBLK_F_LEND) && !tr->can_lend) {
+		pr_warn_ratelimited("ADD_DEV: the %s transport cannot lend pages (USERBLK_F_LEND is for pipe and splice)\n",
+				    tr->name);
+		return -EINVAL;
 	}
 	/* blk-mq maps no more hardware queues than possible CPUs (one map). */
 	cfg.nr_queues = min_t(u32, cfg.nr_queues, nr_cpu_ids);

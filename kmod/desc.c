@@ -71,7 +71,7 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 		if (!ret && data) {
 			ret = userblk_copy_to_user_nofault(rq, buf + done + sizeof(desc));
 			if (!ret)
-				userblk_count_copy(q, USERBLK_COPY_WRITE_USER,
+				userblk_count(q, USERBLK_COPY_WRITE_USER,
 						   blk_rq_bytes(rq));
 		}
 		if (ret) {
@@ -142,7 +142,7 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 				ret = 0;
 				continue;
 			}
-			userblk_count_copy(q, USERBLK_COPY_READ_USER,
+			userblk_count(q, USERBLK_COPY_READ_USER,
 					   need - sizeof(cpl));
 		}
 		if (ops->pull && userblk_has_data_in(rq) && result == 0 &&

@@ -13,7 +13,9 @@
  *   DISPATCHED -> IN    a syscall is taking user space's answer
  *   DISPATCHED -> DATA  a syscall on a splice data fd moves its data
  *   DATA -> DISPATCHED  ... and is done
- *   IN/QUEUED/DISPATCHED -> IDLE   completed (answer, abort or timeout)
+ *   IN -> LENT          answered, but pipe buffers still lend its pages
+ *   LENT -> IDLE        ... and the last of them was released (lend.c)
+ *   IN/QUEUED/DISPATCHED/LENT -> IDLE   completed (answer, abort or timeout)
  *
  * OUT, IN and DATA belong to a syscall that copies data without the lock;
  * abort and timeout leave such a request to that syscall, which finishes it
@@ -39,30 +41,38 @@ enum userblk_cmd_state {
 	USERBLK_CMD_DISPATCHED,
 	USERBLK_CMD_IN,
 	USERBLK_CMD_DATA,
+	USERBLK_CMD_LENT,
 };
+
+struct userblk_loan;
 
 /* Per-request state, in the request's pdu. */
 struct userblk_cmd {
 	struct list_head node;		/* on queue->pending while QUEUED */
 	u32 gen;			/* the tag's gen at this hand-over */
 	u32 filled;			/* splice: READ bytes written so far */
+	struct userblk_loan *loan;	/* USERBLK_F_LEND: its lent pipe buffers */
 	u8 state;			/* enum userblk_cmd_state */
 };
 
 struct userblk_dev;
 
 /*
- * Bytes of request data the kernel copied, by the operation and by what the
- * other side of the copy is (the disk's sysfs directory userblk/, files *_copied_*_bytes):
- * memory the daemon reads or writes (its buffers, the ring's shared area),
- * or kernel pages (a pipe's). One count per byte copied once.
+ * What the kernel did with request data (the disk's sysfs directory
+ * userblk/). Bytes copied, by the operation and by what the other side of
+ * the copy is: memory the daemon reads or writes (its buffers, the ring's
+ * shared area), or kernel pages (a pipe's); one count per byte copied once.
+ * Bytes lent: a WRITE's own pages put into a pipe, not copied. And requests
+ * ended while a pipe still held pages lent from them.
  */
-enum userblk_copy_kind {
+enum userblk_count_kind {
 	USERBLK_COPY_WRITE_USER,	/* a WRITE's data into the daemon's memory */
 	USERBLK_COPY_READ_USER,		/* a READ's data from the daemon's memory */
 	USERBLK_COPY_WRITE_KERNEL,	/* a WRITE's data into kernel pages */
 	USERBLK_COPY_READ_KERNEL,	/* a READ's data from kernel pages */
-	USERBLK_COPY_NR,
+	USERBLK_LENT_WRITE,		/* a WRITE's pages lent to a pipe */
+	USERBLK_LENT_ABANDONED,		/* requests ended with pages still lent */
+	USERBLK_COUNT_NR,
 };
 
 struct userblk_queue {
@@ -76,7 +86,7 @@ struct userblk_queue {
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
 	atomic64_t rejected;		/* answers refused as invalid */
-	atomic64_t copied[USERBLK_COPY_NR];	/* bytes, by enum userblk_copy_kind */
+	atomic64_t counts[USERBLK_COUNT_NR];	/* by enum userblk_count_kind */
 	void *priv;			/* the transport's per-queue state */
 };
 
@@ -85,6 +95,7 @@ struct userblk_transport {
 	u32 mode;					/* USERBLK_MODE_* */
 	const struct blk_mq_ops *mq_ops;
 	const struct file_operations *fops;		/* of the queue fd */
+	bool can_lend;					/* takes USERBLK_F_LEND */
 	/* Optional: set up q->priv at ADD_DEV, free it with the device. */
 	int (*init_queue)(struct userblk_queue *q);
 	void (*exit_queue)(struct userblk_queue *q);
@@ -164,6 +175,20 @@ size_t userblk_copy_rq_iter(struct request *rq, size_t pos, size_t len,
 struct request *userblk_hold(struct userblk_queue *q, unsigned int tag, u32 gen);
 void userblk_unhold(struct userblk_queue *q, struct request *rq);
 
+void userblk_lent_done(struct userblk_queue *q, struct request *rq, int result);
+
+/* lend.c: WRITE pages lent to pipes (USERBLK_F_LEND). */
+ssize_t userblk_lend(struct userblk_queue *q, struct request *rq, size_t pos,
+		     size_t len, struct pipe_inode_info *pipe, bool whole);
+bool userblk_loan_answer(struct userblk_cmd *cmd, int result);
+bool userblk_loan_abort(struct userblk_cmd *cmd);
+void userblk_loan_detach(struct userblk_queue *q, struct request *rq);
+
+static inline bool userblk_lends(struct userblk_queue *q)
+{
+	return q->dev->cfg.features & USERBLK_F_LEND;
+}
+
 /* desc.c: the queue fd of copy, pipe and splice. */
 ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 			  const struct userblk_desc_ops *ops);
@@ -181,10 +206,10 @@ static inline bool userblk_has_data_in(struct request *rq)
 	return req_op(rq) == REQ_OP_READ;
 }
 
-static inline void userblk_count_copy(struct userblk_queue *q,
-				      enum userblk_copy_kind kind, size_t bytes)
+static inline void userblk_count(struct userblk_queue *q,
+				      enum userblk_count_kind kind, size_t bytes)
 {
-	atomic64_add(bytes, &q->copied[kind]);
+	atomic64_add(bytes, &q->counts[kind]);
 }
 
 #define userblk_reject(q, fmt, ...)					\

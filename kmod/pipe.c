@@ -13,10 +13,11 @@
  * ever trylocked, since a daemon thread may hold it for as long as it likes
  * (splicing the pipe to a socket that does not drain), and a request that
  * finds it taken fails. With the mutex held the kernel fills the pipe through
- * an ITER_PIPE iterator (fresh pages: one copy from the request's pages, none
- * of which is ever lent to the pipe) and empties it buffer by buffer (one
- * copy into the request's pages), so it can check before and undo after: a
- * request never leaves bytes in the pipe for the next one on its tag.
+ * an ITER_PIPE iterator (fresh pages: one copy from the request's pages) or,
+ * with USERBLK_F_LEND, with buffers over the request's own pages (lend.c),
+ * and empties it buffer by buffer (one copy into the request's pages), so it
+ * can check before and undo after: a request never leaves bytes in the pipe
+ * for the next one on its tag.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -125,6 +126,22 @@ static int pipe_push(struct userblk_queue *q, struct request *rq)
 		ret = -EIO;
 		goto out_unlock;
 	}
+	if (userblk_lends(q)) {
+		ssize_t lent = userblk_lend(q, rq, 0, len, pipe, true);
+
+		if (lent == len) {
+			done = len;
+			goto out_unlock;
+		}
+		if (lent != -EOPNOTSUPP && lent != -ENOMEM) {
+			userblk_reject(q, "tag %u: only %zd of %zu bytes could be lent to the pipe",
+				       rq->tag, lent, len);
+			pipe_drain(pipe);
+			ret = -EIO;
+			goto out_unlock;
+		}
+		/* A page that cannot be lent, or too few slots: copy. */
+	}
 	iov_iter_pipe(&it, ITER_DEST, pipe, len);
 	rq_for_each_segment(bv, rq, iter) {
 		void *p = bvec_kmap_local(&bv);
@@ -135,7 +152,7 @@ static int pipe_push(struct userblk_queue *q, struct request *rq)
 		if (n < bv.bv_len)
 			break;
 	}
-	userblk_count_copy(q, USERBLK_COPY_WRITE_KERNEL, done);
+	userblk_count(q, USERBLK_COPY_WRITE_KERNEL, done);
 	if (unlikely(done < len)) {
 		userblk_reject(q, "tag %u: only %zu of %zu bytes went into the pipe",
 			       rq->tag, done, len);
@@ -201,7 +218,7 @@ static int pipe_pull(struct userblk_queue *q, struct request *rq)
 	}
 	extra = pipe_drain(pipe);
 	/* Copied, even into a READ that then fails. */
-	userblk_count_copy(q, USERBLK_COPY_READ_KERNEL, done);
+	userblk_count(q, USERBLK_COPY_READ_KERNEL, done);
 	if (unlikely(done < len || extra)) {
 		userblk_reject(q, "tag %u: the READ of %zu bytes found %zu in the pipe: write a READ's data, exactly, before its completion",
 			       rq->tag, len, done + extra);
@@ -370,6 +387,7 @@ const struct userblk_transport userblk_pipe_transport = {
 	.mode		= USERBLK_MODE_PIPE,
 	.mq_ops		= &pipe_mq_ops,
 	.fops		= &pipe_fops,
+	.can_lend	= true,
 	.init_queue	= pipe_init_queue,
 	.exit_queue	= pipe_exit_queue,
 	.start_queue	= pipe_start_queue,

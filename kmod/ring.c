@@ -159,7 +159,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		if (unlikely(dead))
 			return BLK_STS_IOERR;
 		ring_copy_from_rq(rq, ring_buf(r, rq->tag));
-		userblk_count_copy(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
+		userblk_count(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
 	}
 
 	spin_lock(&q->lock);
@@ -230,7 +230,7 @@ static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
 			continue;
 		if (userblk_has_data_in(rq) && cpl.result == 0) {
 			ring_copy_to_rq(rq, ring_buf(r, rq->tag));
-			userblk_count_copy(q, USERBLK_COPY_READ_USER,
+			userblk_count(q, USERBLK_COPY_READ_USER,
 					   blk_rq_bytes(rq));
 		}
 		userblk_finish(q, rq, cpl.result);

@@ -10,13 +10,14 @@
  * (one copy). The daemon splices the other end of its pipe to a file or a
  * socket, so data it only forwards never enters its memory.
  *
- * Why not lend the request's pages to the pipe (no copy at all): a pipe
- * buffer can outlive the request. A socket that was spliced the pages keeps
- * them until the peer acknowledges the data, long after the request
- * completed and its pages went back to the page cache or to the
- * application, which may have written new data into them: the peer would get
- * the new data, or the pages of an unrelated file. The one copy here is what
- * makes the completion final.
+ * By default the request's pages are not lent to the pipe: a pipe buffer
+ * can outlive the request. A socket that was spliced the pages keeps them
+ * until the peer acknowledges the data, long after the request completed and
+ * its pages went back to the page cache or to the application, which may
+ * have written new data into them: the peer would get the new data, or the
+ * pages of an unrelated file. The one copy is what makes the completion
+ * final. USERBLK_F_LEND lends them (lend.c) and trusts the daemon to answer
+ * only once the data was received.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -89,7 +90,7 @@ static ssize_t splice_data_move(struct kiocb *iocb, struct iov_iter *it, bool to
 		memalloc_noio_restore(noio);
 		if (to_rq)
 			userblk_cmd(rq)->filled += n;
-		userblk_count_copy(q, to_rq ? (user ? USERBLK_COPY_READ_USER :
+		userblk_count(q, to_rq ? (user ? USERBLK_COPY_READ_USER :
 					       USERBLK_COPY_READ_KERNEL) :
 				   (user ? USERBLK_COPY_WRITE_USER :
 					   USERBLK_COPY_WRITE_KERNEL), n);
@@ -148,6 +149,37 @@ static ssize_t splice_data_write_iter(struct kiocb *iocb, struct iov_iter *from)
 	return splice_data_move(iocb, from, true, splice_check_write);
 }
 
+/*
+ * splice(data fd -> pipe). On a lending device a WRITE's own pages go into
+ * the pipe (lend.c); otherwise, or for pages that cannot be lent, read_iter
+ * copies them into fresh pipe pages. The caller holds the pipe's mutex and
+ * has capped len at the room in the pipe.
+ */
+static ssize_t splice_data_splice_read(struct file *in, loff_t *ppos,
+				       struct pipe_inode_info *pipe, size_t len,
+				       unsigned int flags)
+{
+	struct userblk_queue *q = in->private_data;
+	struct request *rq;
+	ssize_t ret;
+	size_t pos;
+
+	if (!userblk_lends(q))
+		return generic_file_splice_read(in, ppos, pipe, len, flags);
+	rq = splice_hold(q, *ppos, &pos);
+	if (IS_ERR(rq))
+		return PTR_ERR(rq);
+	ret = splice_check_read(q, rq, pos, &len);
+	if (!ret)
+		ret = userblk_lend(q, rq, pos, len, pipe, false);
+	userblk_unhold(q, rq);
+	if (ret == -EOPNOTSUPP || ret == -ENOMEM)
+		return generic_file_splice_read(in, ppos, pipe, len, flags);
+	if (ret > 0)
+		*ppos += ret;
+	return ret;
+}
+
 static int splice_data_release(struct inode *inode, struct file *file)
 {
 	struct userblk_queue *q = file->private_data;
@@ -160,7 +192,7 @@ static const struct file_operations splice_data_fops = {
 	.owner		= THIS_MODULE,
 	.read_iter	= splice_data_read_iter,
 	.write_iter	= splice_data_write_iter,
-	.splice_read	= generic_file_splice_read,
+	.splice_read	= splice_data_splice_read,
 	.splice_write	= iter_file_splice_write,
 	.release	= splice_data_release,
 	.llseek		= no_llseek,
@@ -250,4 +282,5 @@ const struct userblk_transport userblk_splice_transport = {
 	.mode		= USERBLK_MODE_SPLICE,
 	.mq_ops		= &splice_mq_ops,
 	.fops		= &splice_fops,
+	.can_lend	= true,
 };

@@ -218,7 +218,7 @@ TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
                     "flush,trim"});
     EXPECT_EQ(f.code, 2);
     EXPECT_EQ(f.err, "userblk: unknown feature 'trim'; valid features: flush, discard, "
-                     "write-zeroes, read-only, fua (with flush), any-daemon\n");
+                     "write-zeroes, read-only, fua (with flush), any-daemon, lend (pipe, splice)\n");
 }
 
 TEST(Cli, PollUsIsAUsageErrorForATransportThatDoesNotPoll) {

@@ -84,7 +84,8 @@ TEST(Uapi, IoctlEncodings) {
 }
 
 TEST(Uapi, ConstantsUsedByTheDaemon) {
-    EXPECT_EQ(USERBLK_F_ALL, 0x3fULL);
+    EXPECT_EQ(USERBLK_F_ALL, 0x7fULL);
+    EXPECT_EQ(USERBLK_F_LEND, 1ULL << 6);
     EXPECT_EQ(USERBLK_ABI_VERSION, 2);
     // The splice data fd's offset: gen, tag and a position up to max_io_bytes inclusive.
     EXPECT_EQ(USERBLK_SPLICE_OFF(3, 7, 512), (7ULL << 32) | (3ULL << 21) | 512U);

@@ -28,6 +28,7 @@ private:
         caps.set_flag("batching", true);
         caps.set_flag("zero_copy", false);
         caps.set_flag("polling", false);
+        caps.set_flag("lend", false);
         caps.set_number("syscalls_per_batch", 2);
         caps.set("faults", format_faults(kDescFaults));
         caps.set("queue_buffer", "USERBLK_COPY_MIN_READ(max_io_bytes) + depth * " +

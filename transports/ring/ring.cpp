@@ -41,6 +41,7 @@ private:
         caps.set("wake_up", "ioctl(RING_ENTER, WAIT): hands over the completions published, "
                             "then sleeps until a request is pending");
         caps.set_flag("polling", true);
+        caps.set_flag("lend", false);
         caps.set("polling_mode", "--poll-us N: spin on the submission ring up to N us before "
                                  "sleeping; completions are still handed over by RING_ENTER(0)");
         caps.set("data_path", "per-tag buffers in the shared mapping: the backend reads and "

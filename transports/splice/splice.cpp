@@ -143,6 +143,10 @@ private:
         caps.set_flag("zero_copy", false);
         caps.set_flag("data_stays_in_kernel", true);
         caps.set_flag("polling", false);
+        caps.set_flag("lend", true);
+        caps.set("lend_path", "--lend on: splice from the data fd puts a WRITE's own pages into "
+                              "the pipe, read-only; the request completes when answered and every "
+                              "lent buffer is released");
         caps.set_number("syscalls_per_batch", 2);
         caps.set("fds", "4 * queues (queue fd, data fd, a pipe)");
         caps.set("faults", format_faults(kDescFaults));

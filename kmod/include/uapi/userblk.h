@@ -74,7 +74,10 @@ enum userblk_mode {
  * decimal number per file: write_copied_user_bytes, read_copied_user_bytes
  * (between a request and memory the daemon reads or writes: its buffers, the
  * ring's area) and write_copied_kernel_bytes, read_copied_kernel_bytes
- * (between a request and kernel pages: a pipe's).
+ * (between a request and kernel pages: a pipe's). With USERBLK_F_LEND,
+ * write_lent_bytes counts the bytes of WRITEs whose own pages went into a
+ * pipe instead, and lent_abandoned_requests the requests that had to end
+ * (device death, timeout) while some pipe still held pages lent from them.
  */
 
 /* Device features, requested at ADD_DEV. */
@@ -84,9 +87,21 @@ enum userblk_mode {
 #define USERBLK_F_READ_ONLY	(1ULL << 3) /* the disk is read-only */
 #define USERBLK_F_FUA		(1ULL << 4) /* pass FUA writes down (needs FLUSH) */
 #define USERBLK_F_ANY_DAEMON	(1ULL << 5) /* any admin process may open the queues */
+/*
+ * USERBLK_F_LEND (pipe and splice only): a WRITE's data goes into the pipe
+ * as the request's own pages, read-only, instead of a copy, and the request
+ * completes only when the daemon has answered it and every pipe buffer lent
+ * from it has been released. A socket the pages were spliced to takes its
+ * own page references, so the daemon must answer only once the data has
+ * been received (an NBD reply), never before: see docs/splice-and-pipe.md.
+ * A request whose lent buffers are still held at its timeout fails, and so
+ * does the device; the pages stay referenced by the pipe that holds them.
+ */
+#define USERBLK_F_LEND		(1ULL << 6)
 #define USERBLK_F_ALL		(USERBLK_F_FLUSH | USERBLK_F_DISCARD | \
 				 USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY | \
-				 USERBLK_F_FUA | USERBLK_F_ANY_DAEMON)
+				 USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | \
+				 USERBLK_F_LEND)
 
 /* Limits checked by ADD_DEV. */
 #define USERBLK_MAX_DEVICES	1024
