@@ -21,9 +21,9 @@ Result<std::unique_ptr<Backend>> make_ram_backend(const BackendConfig& cfg);
 inline constexpr std::array<std::string_view, 0> kRamOptions{};
 
 /// A regular file, created if missing and extended (sparse) to cfg.size; its pipe path splices
-/// to and from the file. Options: path=FILE (required). See file.cpp.
+/// to and from the file. Options: path=FILE (required), direct=0|1 (O_DIRECT). See file.cpp.
 Result<std::unique_ptr<Backend>> make_file_backend(const BackendConfig& cfg);
-inline constexpr std::array<std::string_view, 1> kFileOptions{"path"};
+inline constexpr std::array<std::string_view, 2> kFileOptions{"path", "direct"};
 /// The file backend's capability lines (it cannot be made without a path).
 void describe_file_backend(Capabilities& caps);
 

@@ -1,7 +1,7 @@
 // The file backend: a regular file holding the device's bytes at the same offsets.
 //
 // Setup: path= (absolute: a daemon runs in /) is opened O_RDWR and created (mode 0644) if
-// missing. A file smaller than the device is extended with ftruncate() (sparse: the new range
+// missing; with direct=1 also O_DIRECT (see Direct I/O below). A file smaller than the device is extended with ftruncate() (sparse: the new range
 // reads as zeros and takes no space); a larger one is used for its first size bytes and never
 // shrunk. Anything but a regular file (a directory, a block device, a FIFO) is refused: a block
 // device could not be extended and would want O_DIRECT, which is another backend.
@@ -26,6 +26,16 @@
 // metadata nor the disk's cache), and pwritev2(RWF_DSYNC) exists for the memory path only: one
 // rule for both paths keeps them comparable.
 //
+// Direct I/O (direct=1): no page cache, so the pipe path moves the data between the pipe's pages
+// and the disk with no copy at all: splice(pipe -> file) writes the pipe's pages themselves
+// (iter_file_splice_write hands them to the file's direct write_iter), splice(file -> pipe) reads
+// into fresh pipe pages. The file system says what it takes (statx STATX_DIOALIGN): file offsets
+// and lengths in multiples of dio_offset_align, which the device's block size must be (checked
+// when the backend is made), and memory aligned to dio_mem_align. The memory path's buffers are
+// page-aligned except copy's inline data, which follows its descriptor: such a buffer is bounced
+// through an aligned buffer of the queue's (one memcpy in the daemon, not counted). tmpfs refuses
+// O_DIRECT on Linux 6.1; the file must live on a file system that takes it (ext4, xfs).
+//
 // Discard punches a hole (fallocate PUNCH_HOLE|KEEP_SIZE: reads as zeros, frees the blocks), or
 // is EOPNOTSUPP where the file system cannot: probed when the backend is made (a hole punched past
 // the end of the file), so a device over such a file system does not offer discard.
@@ -34,6 +44,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 #include <fcntl.h>
@@ -44,6 +56,7 @@
 
 #include "backends.h"
 #include "core/io.h"
+#include "core/mapping.h"
 #include "core/pipes.h"
 #include "core/size.h"
 #include "core/unique_fd.h"
@@ -53,9 +66,30 @@ namespace userblk {
 
 namespace {
 
+/// direct=1: a queue's aligned bounce buffer (max_io_bytes) for unaligned memory buffers.
+struct DirectBounce final : BackendQueueState {
+    Mapping buffer;
+};
+
 class FileBackend final : public Backend {
 public:
-    FileBackend(unique_fd fd, std::uint64_t size) : fd_(std::move(fd)), size_(size) {}
+    FileBackend(unique_fd fd, std::uint64_t size, std::uint32_t mem_align,
+                std::uint32_t max_io_bytes)
+        : fd_(std::move(fd)), size_(size), mem_align_(mem_align), max_io_bytes_(max_io_bytes) {}
+
+    Status init_queue(BackendQueue& q) override {
+        if (mem_align_ == 0) {
+            return {};
+        }
+        auto m = Mapping::anonymous(max_io_bytes_, true, "file: direct I/O bounce buffer");
+        if (!m.ok()) {
+            return m.status();
+        }
+        auto state = std::make_unique<DirectBounce>();
+        state->buffer = std::move(m).value();
+        q.set_state(std::move(state));
+        return {};
+    }
 
     [[nodiscard]] std::uint64_t size() const noexcept override { return size_; }
 
@@ -64,8 +98,12 @@ public:
             return -EINVAL;
         }
         std::uint64_t calls = 0; // -EIO at end of file: the file was shrunk behind our back
-        int r = pio_exact(fd_.get(), dst, off, false, &calls);
+        std::span<std::byte> bounce = bounce_for(q, dst.data(), dst.size());
+        int r = pio_exact(fd_.get(), bounce.empty() ? dst : bounce, off, false, &calls);
         q.stats().data_calls.add(calls);
+        if (r == 0 && !bounce.empty()) {
+            std::memcpy(dst.data(), bounce.data(), dst.size());
+        }
         return r;
     }
 
@@ -76,6 +114,10 @@ public:
         }
         // pio_exact() only reads from the span when writing.
         std::span<std::byte> bytes(const_cast<std::byte*>(src.data()), src.size());
+        if (std::span<std::byte> bounce = bounce_for(q, src.data(), src.size()); !bounce.empty()) {
+            std::memcpy(bounce.data(), src.data(), src.size());
+            bytes = bounce;
+        }
         std::uint64_t calls = 0;
         int r = pio_exact(fd_.get(), bytes, off, true, &calls);
         q.stats().data_calls.add(calls);
@@ -155,6 +197,16 @@ public:
     void describe(Capabilities& caps) const override { describe_file_backend(caps); }
 
 private:
+    /// direct=1 and p not aligned for direct I/O: the queue's bounce buffer, len bytes; else
+    /// empty (use p itself).
+    std::span<std::byte> bounce_for(BackendQueue& q, const void* p, std::size_t len) const noexcept {
+        if (mem_align_ == 0 || reinterpret_cast<std::uintptr_t>(p) % mem_align_ == 0) {
+            return {};
+        }
+        auto* b = static_cast<DirectBounce*>(q.state());
+        return b->buffer.bytes().first(std::min(len, b->buffer.bytes().size()));
+    }
+
     int finish_write(std::uint32_t flags) noexcept {
         return (flags & USERBLK_IO_F_FUA) != 0 ? sync() : 0;
     }
@@ -192,9 +244,27 @@ private:
 
     unique_fd fd_;
     std::uint64_t size_;
+    std::uint32_t mem_align_;    ///< direct=1: memory alignment for direct I/O; 0: buffered
+    std::uint32_t max_io_bytes_; ///< the bounce buffer's size
     std::atomic<bool> punch_ok_{true};
     std::atomic<bool> zero_ok_{true};
 };
+
+struct DirectAlign {
+    std::uint32_t offset; ///< file offsets and lengths
+    std::uint32_t memory; ///< buffer addresses
+};
+
+/// What direct I/O on fd must be aligned to (statx STATX_DIOALIGN, Linux 6.1); 512 each where
+/// the file system does not say (the logical block of nearly every disk).
+DirectAlign direct_io_alignment(int fd) noexcept {
+    struct statx sx {};
+    if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN) != 0 && sx.stx_dio_offset_align != 0) {
+        return {sx.stx_dio_offset_align, std::max<std::uint32_t>(sx.stx_dio_mem_align, 1)};
+    }
+    return {512, 512};
+}
 
 } // namespace
 
@@ -210,6 +280,9 @@ void describe_file_backend(Capabilities& caps) {
     caps.set_flag("write_zeroes", true);
     caps.set("write_zeroes_method", "fallocate ZERO_RANGE, else PUNCH_HOLE, else zero writes");
     caps.set("pipe_path", "splice");
+    caps.set("direct", "direct=1: opened O_DIRECT, no page cache (a file system that takes it: "
+                       "ext4, xfs; not tmpfs); the block size a multiple of its direct-I/O "
+                       "alignment; unaligned buffers bounced");
     caps.set("locking", "none");
     caps.set_flag("multi_conn", true); // one page cache; fdatasync covers every queue's writes
 }
@@ -240,8 +313,19 @@ Result<std::unique_ptr<Backend>> make_file_backend(const BackendConfig& cfg) {
         return Status::from_errno(EINVAL, what,
                                   std::string(kind) + "; path= must name a regular file");
     }
-    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    auto direct = option_number("file", cfg.options, "direct", 0, 0, 1);
+    if (!direct.ok()) {
+        return direct.status();
+    }
+    const bool is_direct = direct.value() != 0;
+    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (is_direct ? O_DIRECT : 0),
+                        0644));
     if (!fd.valid()) {
+        if (is_direct && errno == EINVAL) {
+            return Status::from_errno(errno, "file: cannot open " + path + " with O_DIRECT",
+                                      "its file system does not take direct I/O (tmpfs does "
+                                      "not); put it on ext4 or xfs, or drop direct=1");
+        }
         return Status::from_errno(errno, "file: cannot open " + path);
     }
     if (::fstat(fd.get(), &st) < 0) {
@@ -256,7 +340,21 @@ Result<std::unique_ptr<Backend>> make_file_backend(const BackendConfig& cfg) {
                                              std::to_string(cfg.size) + " bytes (" +
                                              format_size(cfg.size) + ")");
     }
-    auto backend = std::make_unique<FileBackend>(std::move(fd), cfg.size);
+    std::uint32_t mem_align = 0;
+    if (is_direct) {
+        auto align = direct_io_alignment(fd.get());
+        if (cfg.block_size % align.offset != 0) {
+            return Status::from_errno(
+                EINVAL, "file: direct=1 over " + path,
+                "its file system takes direct I/O in multiples of " + std::to_string(align.offset) +
+                    " bytes; the device's block size " + std::to_string(cfg.block_size) +
+                    " is not one (--block-size " + std::to_string(align.offset) + ")");
+        }
+        mem_align = align.memory;
+    }
+    auto backend = std::make_unique<FileBackend>(std::move(fd), cfg.size, mem_align,
+                                                 std::max<std::uint32_t>(cfg.max_io_bytes,
+                                                                         USERBLK_MAX_IO_BYTES));
     backend->probe_punch(std::max(static_cast<std::uint64_t>(st.st_size), cfg.size));
     return std::unique_ptr<Backend>(std::move(backend));
 }

@@ -356,7 +356,8 @@ void userblk_finish(struct userblk_queue *q, struct request *rq, int result)
 	struct userblk_cmd *cmd = userblk_cmd(rq);
 
 	spin_lock(&q->lock);
-	if (unlikely(cmd->loan) && userblk_loan_answer(cmd, result)) {
+	/* A dead queue's abort has passed: nothing would end a LENT request. */
+	if (unlikely(cmd->loan) && !q->dead && userblk_loan_answer(cmd, result)) {
 		cmd->state = USERBLK_CMD_LENT;
 		spin_unlock(&q->lock);
 		return;
@@ -466,6 +467,8 @@ static void userblk_abort_queue(struct userblk_queue *q, struct request *timed_o
 		rq = blk_mq_rq_from_pdu(cmd);
 		userblk_end(rq, rq == timed_out ? -ETIMEDOUT : -EIO);
 	}
+	if (q->dev->tr->abort_queue)
+		q->dev->tr->abort_queue(q);
 	wake_up_all(&q->wait);
 }
 

@@ -148,6 +148,8 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 		if (ops->pull && userblk_has_data_in(rq) && result == 0 &&
 		    ops->pull(q, rq))
 			result = -EIO;
+		if (ops->settle && userblk_has_data_out(rq))
+			ops->settle(q, rq, &result);
 		userblk_finish(q, rq, result);
 		done += need;
 	}

@@ -99,6 +99,11 @@ struct userblk_transport {
 	/* Optional: set up q->priv at ADD_DEV, free it with the device. */
 	int (*init_queue)(struct userblk_queue *q);
 	void (*exit_queue)(struct userblk_queue *q);
+	/*
+	 * Optional: q died and its requests were ended; let go of what the
+	 * transport still holds for them. Must not sleep on the daemon.
+	 */
+	void (*abort_queue)(struct userblk_queue *q);
 	/* Optional: may q go live? START_DEV fails with its error if not. */
 	int (*start_queue)(struct userblk_queue *q);
 };
@@ -123,6 +128,12 @@ struct userblk_desc_ops {
 	 * the request with EIO.
 	 */
 	int (*pull)(struct userblk_queue *q, struct request *rq);
+	/*
+	 * Optional: as any answer to a WRITE is applied (the request is IN),
+	 * settle its data path; may turn result into an error. Must not sleep
+	 * on the daemon.
+	 */
+	void (*settle)(struct userblk_queue *q, struct request *rq, int *result);
 };
 
 struct userblk_dev {

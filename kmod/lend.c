@@ -48,6 +48,11 @@ struct userblk_loan {
 	int result;		/* ... with this */
 };
 
+/*
+ * Last in every path that frees a loan, so that nothing of the module runs
+ * after its reference is gone but the return (pipe_buf_operations has no
+ * owner for the pipe code to hold instead; the window is that return).
+ */
 static void userblk_loan_free(struct userblk_loan *loan)
 {
 	kfree(loan);

@@ -228,10 +228,63 @@ static int pipe_pull(struct userblk_queue *q, struct request *rq)
 	return ret;
 }
 
+/*
+ * Lending: buffers a WRITE lent to its tag's pipe that are still there when
+ * it is answered were never read, and nothing else would release them (the
+ * tag's pipe is the kernel's until the device goes): drop them, and an
+ * answer of 0 for data the daemon did not take becomes an error. Buffers it
+ * moved or tee'd elsewhere hold the request until they are released. A pipe
+ * another thread holds is left: that thread is moving them.
+ */
+static void pipe_settle(struct userblk_queue *q, struct request *rq, int *result)
+{
+	struct pipe_inode_info *pipe;
+	size_t left;
+
+	if (!userblk_cmd(rq)->loan)
+		return;
+	pipe = pipe_info(pipe_of(q, rq->tag));
+	if (!mutex_trylock(&pipe->mutex))
+		return;
+	left = pipe_drain(pipe);
+	pipe_unlock_wake(pipe, false, left);
+	if (left && *result == 0) {
+		userblk_reject(q, "tag %u: WRITE answered 0 with %zu of its bytes still in the pipe: it fails",
+			       rq->tag, left);
+		*result = -EIO;
+	}
+}
+
 static const struct userblk_desc_ops pipe_desc_ops = {
 	.push		= pipe_push,
 	.pull		= pipe_pull,
+	.settle		= pipe_settle,
 };
+
+/*
+ * The queue died: drop what the tags' pipes still hold (lent pages of the
+ * requests just ended, bytes of copies), so that no page stays pinned, nor
+ * the module, until the device is deleted. A pipe another thread holds is
+ * left to the device's end.
+ */
+static void pipe_abort_queue(struct userblk_queue *q)
+{
+	unsigned int tag;
+
+	for (tag = 0; tag < q->dev->cfg.queue_depth; tag++) {
+		struct userblk_tag_pipe *p = pipe_of(q, tag);
+		struct pipe_inode_info *pipe;
+		size_t left;
+
+		if (!p->rd)
+			continue;
+		pipe = pipe_info(p);
+		if (!mutex_trylock(&pipe->mutex))
+			continue;
+		left = pipe_drain(pipe);
+		pipe_unlock_wake(pipe, false, left);
+	}
+}
 
 /* Open a non-blocking file of our own on the pipe behind fd. */
 static struct file *pipe_open_end(int fd, fmode_t mode, int flags)
@@ -390,5 +443,6 @@ const struct userblk_transport userblk_pipe_transport = {
 	.can_lend	= true,
 	.init_queue	= pipe_init_queue,
 	.exit_queue	= pipe_exit_queue,
+	.abort_queue	= pipe_abort_queue,
 	.start_queue	= pipe_start_queue,
 };

@@ -144,6 +144,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 	if (unlikely(!userblk_op_supported(q, rq)))
 		return BLK_STS_NOTSUPP;
 
+	cmd->loan = NULL;	/* ring never lends; the core's completion looks */
 	blk_mq_start_request(rq);
 	if (userblk_has_data_out(rq)) {
 		/*

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from . import fioresult, hostload, native, report, results, vm, workloads
+from . import fioresult, hostload, native, report, results, stores, vm, workloads
 from .kernel import KernelError
 from .say import logger
 
@@ -226,8 +226,13 @@ def make_plan(a, cli):
     if want_b == ["all"]:
         want_b = list(backends)
     for b in want_b:
-        if b not in backends:
-            raise BenchError(f"unknown backend {b!r}; valid backends: {', '.join(backends)}")
+        try:
+            base_b, _ = stores.split_backend(b)
+        except stores.StoreError as e:
+            raise BenchError(str(e))
+        if base_b not in backends:
+            raise BenchError(f"unknown backend {b!r}; valid backends: {', '.join(backends)} "
+                             "(variants: file:direct=1)")
     try:
         wl, runtime, ramp, set_name = workloads.resolve(a.workloads)
     except workloads.WorkloadError as e:
@@ -239,7 +244,7 @@ def make_plan(a, cli):
     if a.reps < 1:
         raise BenchError("REPS must be at least 1")
 
-    bdesc = {b: describe(cli, "backend", b) for b in want_b}
+    bdesc = {b: describe(cli, "backend", stores.split_backend(b)[0]) for b in want_b}
     devices = []
     for t in [t for t in wanted if t not in refs] + refs:
         base, options = parse_variant(t)
@@ -293,13 +298,13 @@ def estimate_s(plan, cells):
     total = 0.0
     kinds = {w["name"]: w["rw"] for w in plan["workloads"]}
     whole = {w["name"] for w in plan["workloads"] if w.get("size") == "device"}
-    stores = {(d["transport"], d["backend"]): d.get("stores_data") for d in plan["devices"]}
+    keeps = {(d["transport"], d["backend"]): d.get("stores_data") for d in plan["devices"]}
     for c in cells:
         if kinds[c["workload"]] == "verify":
             total += VERIFY_DEVICE_CELL_S if c["workload"] in whole else VERIFY_CELL_S
         else:
             total += s["runtime_s"] + s["ramp_s"] + CELL_OVERHEAD_S
-        if s.get("precondition") and stores.get((c["transport"], c["backend"])):
+        if s.get("precondition") and keeps.get((c["transport"], c["backend"])):
             total += PRECONDITION_S
     return total
 

@@ -1,7 +1,9 @@
 """What userblk.ko copied of the requests' data, from the disk's sysfs directory userblk/
 (kmod/core.c): bytes of WRITE and READ data copied between a request's pages and memory the
 daemon reads or writes ("user": its buffers, the ring's shared area) or kernel pages ("kernel":
-a pipe's). Devices of other drivers (ublk, nbd, the references) have no such directory."""
+a pipe's); and bytes of WRITEs lent to a pipe as their own pages, not copied (--lend on), and
+requests ended while pipes still held pages lent from them. Devices of other drivers (ublk,
+nbd, the references) have no such directory."""
 
 import os
 
@@ -12,6 +14,8 @@ FILES = {
     "read_user": "read_copied_user_bytes",
     "write_kernel": "write_copied_kernel_bytes",
     "read_kernel": "read_copied_kernel_bytes",
+    "write_lent": "write_lent_bytes",
+    "lent_abandoned": "lent_abandoned_requests",
 }
 
 
@@ -36,13 +40,15 @@ def delta(before, after):
 
 
 def per_io(d, data_bytes, bytes_per_io):
-    """Copied bytes per fio I/O of bytes_per_io, by kind: the counters' share of the data the
+    """Copied (and lent) bytes per fio I/O of bytes_per_io, by kind: the counters' share of the data the
     daemon saw between the two reads (data_bytes, its bytes.total). None where unknown."""
-    out = {"kernel_copy_user_bytes_per_io": None, "kernel_copy_kernel_bytes_per_io": None}
+    out = {"kernel_copy_user_bytes_per_io": None, "kernel_copy_kernel_bytes_per_io": None,
+           "kernel_lent_bytes_per_io": None}
     if d is None or not data_bytes or not bytes_per_io:
         return out
     out["kernel_copy_user_bytes_per_io"] = \
         (d["write_user"] + d["read_user"]) / data_bytes * bytes_per_io
     out["kernel_copy_kernel_bytes_per_io"] = \
         (d["write_kernel"] + d["read_kernel"]) / data_bytes * bytes_per_io
+    out["kernel_lent_bytes_per_io"] = d["write_lent"] / data_bytes * bytes_per_io
     return out

@@ -54,7 +54,8 @@ def table(rows, meta=None, summary=None):
     CPU split (only where a backend needs a server the harness starts, `forward`), CPU per
     MiB (only with blocks of 64 KiB and more), bytes the pipe adapter copied (only where it
     copied any), bytes userblk.ko copied of the request data into or out of the daemon's
-    memory + kernel pages (only where some row was measured with those counters)."""
+    memory + kernel pages (only where some row was measured with those counters), and bytes it
+    lent instead (only where some row lent any)."""
     server = any(r.get("cpu_server_us_per_io_median") is not None for r in rows)
     per_mib = any((r.get("bs_bytes") or 0) >= BIG_BLOCK for r in rows)
     adapter = _nonzero(rows, "adapter_bytes_per_io_median")
@@ -66,6 +67,8 @@ def table(rows, meta=None, summary=None):
     head += ["CPU us/MiB"] if per_mib else []
     head += ["ctxsw/IO", "user B/IO"] + (["adapter B/IO"] if adapter else [])
     head += ["kcopy user+kernel B/IO"] if kcopy else []
+    lent = _nonzero(rows, "kernel_lent_bytes_per_io_median")
+    head += ["lent B/IO"] if lent else []
     lines = []
     for r in rows:
         if r["status"] in ("ok", "partial"):
@@ -91,6 +94,8 @@ def table(rows, meta=None, summary=None):
                 kern = r.get("kernel_copy_kernel_bytes_per_io_median")
                 cells.append("-" if user is None and kern is None
                              else f"{_f(user, 0)}+{_f(kern, 0)}")
+            if lent:
+                cells.append(_f(r.get("kernel_lent_bytes_per_io_median"), 0))
             if r["status"] == "partial":
                 cells.append(f"[{r['reps']}/{r['reps_planned']} reps ok]")
         else:

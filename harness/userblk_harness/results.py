@@ -48,6 +48,7 @@ METRICS = (
     "user_bytes_per_io",
     "kernel_copy_user_bytes_per_io",
     "kernel_copy_kernel_bytes_per_io",
+    "kernel_lent_bytes_per_io",
     "adapter_bytes_per_io",
     "daemon_requests_per_io",
     "daemon_syscalls_per_request",

@@ -7,6 +7,12 @@ device) make and remove:
 
 - `file`: a backing file, created empty in a scratch folder (on the guest's tmpfs); the
   backend extends it to the device size. Spec `file:path=FILE`.
+- `file:direct=1`: the same opened O_DIRECT. The guest's tmpfs refuses O_DIRECT on 6.1, so
+  the file lives on an ext4 file system made for it in an image in the scratch folder,
+  mounted through a loop device. Spec `file:path=FILE,direct=1`.
+
+A backend named with options (`file:direct=1`) is a variant: its own rows in the results,
+its options added to the store's spec.
 - `forward`: an NBD server on 127.0.0.1, nbdkit's memory plugin as large as the device,
   started by `userblk nbdkit` (the project's one nbdkit launcher: a fresh port by socket
   activation, nbdkit dies with it, and it with us). Spec `forward:host=127.0.0.1,port=PORT`.
@@ -27,6 +33,7 @@ import time
 NBDKIT = "nbdkit"
 NBDKIT_READY_S = 30      # `userblk nbdkit` must say where it listens within this
 NBDKIT_STOP_S = 10
+DIRECT_FS_SLACK = 64 << 20  # file:direct=1: the ext4 image's room beyond the device's bytes
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -93,6 +100,67 @@ class FileStore(Store):
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class DirectFileStore(FileStore):
+    """file:direct=1: an empty backing file on an ext4 file system of its own (an image in
+    the scratch folder on a loop device), since tmpfs takes no O_DIRECT on Linux 6.1."""
+
+    def __init__(self, backend, size, scratch, log_dir=None):
+        Store.__init__(self, backend, size, scratch, log_dir)
+        self.mnt = tempfile.mkdtemp(prefix="direct-", dir=scratch)
+        self.image = self.mnt + ".ext4"
+        # The device's size plus room for ext4's own blocks; sparse, so only written data
+        # takes memory.
+        with open(self.image, "wb") as f:
+            f.truncate(parse_size(size) + DIRECT_FS_SLACK)
+        for argv in (["mkfs.ext4", "-q", "-F", "-E", "nodiscard", self.image],
+                     ["mount", "-o", "loop", self.image, self.mnt]):
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode != 0:
+                self._undo()
+                raise StoreError(f"file:direct=1: {' '.join(argv)} failed: "
+                                 f"{(r.stderr or r.stdout).strip()}")
+        self.mounted = True
+        self.path = os.path.join(self.mnt, "backing.img")
+        open(self.path, "wb").close()
+        self.spec = f"file:path={self.path},direct=1"
+
+    def _undo(self):
+        shutil.rmtree(self.mnt, ignore_errors=True)
+        try:
+            os.unlink(self.image)
+        except FileNotFoundError:
+            pass
+
+    def close(self):
+        super().close()
+        if getattr(self, "mounted", False):
+            subprocess.run(["umount", self.mnt], capture_output=True)
+            self.mounted = False
+        self._undo()
+
+
+def parse_size(text):
+    """Bytes of a size as `userblk add --size` takes it: digits with an optional K/M/G/T."""
+    text = str(text).strip().upper()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def split_backend(name):
+    """"file:direct=1" -> ("file", {"direct": "1"}); "ram" -> ("ram", {})."""
+    base, _, rest = name.partition(":")
+    options = {}
+    for o in filter(None, rest.split(",")):
+        key, eq, value = o.partition("=")
+        if not eq or not key or not value:
+            raise StoreError(f"backend variant {name!r}: options are NAME:KEY=VALUE[,...], "
+                             "e.g. file:direct=1")
+        options[key] = value
+    return base, options
 
 
 def free_port(host="127.0.0.1"):
@@ -162,6 +230,12 @@ def make(backend, size, scratch, log_dir=None, cli=None):
     served by backend, with its files in scratch and its server's output in
     log_dir/server.log (default: a log in scratch). cli: the userblk binary that starts a
     server (default: USERBLK_BUILD's)."""
+    base, options = split_backend(backend)
+    if base == "file" and options == {"direct": "1"}:
+        return DirectFileStore(backend, size, scratch, log_dir)
+    if options:
+        raise StoreError(f"backend variant {backend!r}: the harness makes no store for it "
+                         "(variants it knows: file:direct=1)")
     if backend == "forward":
         return ForwardStore(backend, size, scratch, log_dir, cli)
     return KINDS.get(backend, Store)(backend, size, scratch, log_dir)

@@ -111,6 +111,15 @@ class PlanTest(unittest.TestCase):
             with self.assertRaises(bench.BenchError, msg=bad):
                 bench.make_plan(self.args(transport=bad), self.cli)
 
+    def test_backend_variants_are_rows_of_their_own(self):
+        p = bench.make_plan(self.args(transport="copy", backend="file,file:direct=1",
+                                      workloads="randread-4k-qd1", reps=1), self.cli)
+        self.assertEqual([d["backend"] for d in p["devices"] if d["transport"] == "copy"],
+                         ["file", "file:direct=1"])
+        for bad in ("disk:direct=1", "file:direct"):
+            with self.assertRaises(bench.BenchError, msg=bad):
+                bench.make_plan(self.args(transport="copy", backend=bad), self.cli)
+
     def test_no_transport_says_how_to_give_one(self):
         with self.assertRaises(bench.BenchError) as cm:
             bench.make_plan(self.args(transport=""), self.cli)

@@ -36,6 +36,17 @@ class StoreTest(unittest.TestCase):
         s.close()
         self.assertEqual(os.listdir(self.dir), [])
 
+    def test_backend_variants_name_their_options(self):
+        self.assertEqual(stores.split_backend("file:direct=1"), ("file", {"direct": "1"}))
+        self.assertEqual(stores.split_backend("ram"), ("ram", {}))
+        with self.assertRaises(stores.StoreError):
+            stores.split_backend("file:direct")
+        with self.assertRaises(stores.StoreError) as cm:
+            stores.make("ram:direct=1", "1M", self.dir)
+        self.assertIn("file:direct=1", str(cm.exception))
+        self.assertEqual(stores.parse_size("256M"), 256 << 20)
+        self.assertEqual(stores.parse_size("4096"), 4096)
+
     def test_forward_serves_nbd_on_localhost_until_closed(self):
         if shutil.which(stores.NBDKIT) is None:
             self.skipTest("nbdkit is not installed (Debian package nbdkit)")

@@ -375,3 +375,68 @@ TEST(FileBackend, MissingDirectoryIsAnOpenError) {
 }
 
 } // namespace
+
+namespace {
+
+// direct=1 (O_DIRECT): both paths round-trip, an unaligned buffer (copy's inline data) is
+// bounced, and the bytes are on the file without the page cache (read back with O_DIRECT).
+TEST(FileBackendDirect, BothPathsRoundTripAndUnalignedBuffersAreBounced) {
+    test::TempDir dir;
+    const std::string path = dir.file("direct.img");
+    {
+        auto probe = find_backend("file")->make(
+            BackendConfig{kMiB, 512, 1, 0, {{"path", dir.file("probe.img")}, {"direct", "1"}}});
+        if (!probe.ok()) {
+            GTEST_SKIP() << "no direct I/O where the test's temporary files live: "
+                         << probe.status().message();
+        }
+    }
+    BackendWithQueue b("file", 8 * kMiB, 64 * 1024, {{"path", path}, {"direct", "1"}});
+    ASSERT_TRUE(b.queue);
+    auto data = pattern(65536, 7);
+    ASSERT_EQ(b.backend->write(*b.queue, kMiB, data, 0), 0);
+    // An unaligned buffer: 24 bytes into a larger one, as copy's data after its descriptor.
+    std::vector<std::byte> odd(4096 + 24);
+    auto small = pattern(4096, 8);
+    std::memcpy(odd.data() + 24, small.data(), 4096);
+    ASSERT_EQ(b.backend->write(*b.queue, 2 * kMiB, std::span<const std::byte>(odd).subspan(24), 0),
+              0);
+    std::fill(odd.begin(), odd.end(), std::byte{0});
+    ASSERT_EQ(b.backend->read(*b.queue, 2 * kMiB, std::span<std::byte>(odd).subspan(24)), 0);
+    EXPECT_EQ(std::vector<std::byte>(odd.begin() + 24, odd.end()), small);
+    test::Pipe p;
+    ASSERT_TRUE(test::write_all(p.w.get(), data));
+    ASSERT_EQ(b.backend->write_from_pipe(*b.queue, p.r.get(), 3 * kMiB, 65536, USERBLK_IO_F_FUA),
+              0);
+    ASSERT_EQ(b.backend->read_to_pipe(*b.queue, p.w.get(), kMiB, 65536), 0);
+    EXPECT_EQ(test::read_n(p.r.get(), data.size()), data);
+    EXPECT_EQ(file_bytes(path, 3 * kMiB, data.size()), data);
+    EXPECT_EQ(b.stats.snapshot().adapter_copied_bytes, 0U);
+}
+
+TEST(FileBackendDirect, AFileSystemWithoutDirectIoIsRefusedWithTheReason) {
+    if (!std::filesystem::is_directory("/dev/shm")) {
+        GTEST_SKIP() << "no /dev/shm (tmpfs) here";
+    }
+    std::string shm = "/dev/shm/userblk-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(shm.data()), nullptr);
+    auto made = find_backend("file")->make(
+        BackendConfig{kMiB, 512, 1, 0, {{"path", shm + "/x.img"}, {"direct", "1"}}});
+    std::error_code ec;
+    std::filesystem::remove_all(shm, ec);
+    if (made.ok()) {
+        GTEST_SKIP() << "this kernel's tmpfs takes O_DIRECT (Linux 6.6 and later; 6.1's refuses)";
+    }
+    EXPECT_NE(made.status().message().find("does not take direct I/O"), std::string::npos)
+        << made.status().message();
+}
+
+TEST(FileBackendDirect, DirectTakesOnlyZeroOrOne) {
+    test::TempDir dir;
+    auto made = find_backend("file")->make(
+        BackendConfig{kMiB, 512, 1, 0, {{"path", dir.file("x.img")}, {"direct", "2"}}});
+    ASSERT_FALSE(made.ok());
+    EXPECT_NE(made.status().message().find("direct"), std::string::npos) << made.status().message();
+}
+
+} // namespace

@@ -32,11 +32,12 @@ BUILD = os.environ.get("USERBLK_BUILD", os.path.join(TOP, "build"))
 USERBLK = os.path.join(BUILD, "userblk")
 BADINPUT = os.path.join(BUILD, "tests", "vm", "userblk_badinput_test")
 LIFETIME = os.path.join(BUILD, "tests", "vm", "userblk_lifetime_test")
+LEND = os.path.join(BUILD, "tests", "vm", "userblk_lend_test")
 STALL_DAEMON = os.path.join(BUILD, "tests", "vm", "userblk_stall_daemon")
 CONTROL = "/dev/userblk-control"
 
 sys.path.insert(0, os.path.join(TOP, "harness"))
-from userblk_harness import dmesg, fioresult, runner, stores  # noqa: E402
+from userblk_harness import bench, dmesg, fioresult, runner, stores  # noqa: E402
 
 
 def run(argv, timeout=300, check=True, **kw):
@@ -215,7 +216,8 @@ REFERENCE_TESTS = ("test_verify_4k_random_qd32", "test_verify_1m_sequential_qd32
 
 
 class TransportSuite(unittest.TestCase):
-    transport = None          # set per generated class
+    transport = None          # set per generated class: the registered name ("splice")
+    variant_args = ()         # `userblk add` options of a variant ("splice:lend=on": --lend on)
     backend = "ram"           # set per generated class
     kernel_only = False       # a reference without a backend (loop, brd)
     scratch = None            # a folder for backing files, statistics, nbdkit's pid files
@@ -261,16 +263,35 @@ class TransportSuite(unittest.TestCase):
 
     def daemon(self, store=None, size="256M", **kw):
         """A daemon serving a device of size; on a new store unless one is given."""
+        kw["extra"] = [*self.variant_args, *kw.get("extra", ())]
         d = Daemon(self.transport, store or self.store(size), size=size, **kw)
         self.daemons.append(d)
         return d
+
+    def lends(self):
+        """Whether this is a lending variant (--lend on)."""
+        args = list(self.variant_args)
+        return any(a == "--lend" and v == "on" for a, v in zip(args, args[1:]))
+
+    def base_transport_only(self, what):
+        """Skip in a variant's suite: what the test checks is the base transport's (it makes its
+        own devices, without the variant's options), so the base's suite runs it."""
+        if self.variant_args:
+            self.skipTest(f"{what} is {self.transport}'s own: its suite runs it")
 
     def transport_property(self, what):
         """Skip unless this is the ram suite: what the test checks belongs to the transport and
         userblk.ko, which never see the backend, so the file and forward suites would only run
         it again (and make test would take a boot's worth longer per suite)."""
-        if self.backend != "ram":
-            self.skipTest(f"{what} is the transport's, not the backend's: it runs in the ram suite")
+        home = self.home_backend()
+        if self.backend != home:
+            self.skipTest(f"{what} is the transport's, not the backend's: it runs in the {home} "
+                          "suite")
+
+    def home_backend(self):
+        """Where the tests of the transport itself run: the ram suite, or for a variant (which
+        make test runs only on the backends it changes: file and forward) the file suite."""
+        return "file" if self.variant_args else "ram"
 
     # -- data integrity ----------------------------------------------------
 
@@ -397,6 +418,9 @@ class TransportSuite(unittest.TestCase):
         if kind.startswith("kernel if the backend has native_pipe=1"):
             kind = "kernel" if bcaps.get("native_pipe") == "1" else "user"
         self.assertIn(kind, ("user", "kernel"), f"kernel_copy={tcaps.get('kernel_copy')}")
+        # Lending: a WRITE's pages go into the pipe, not a copy, wherever the data goes through
+        # a pipe (pipe always; splice with a native pipe backend).
+        lent = self.lends() and kind == "kernel"
         d = self.daemon(queues=2, depth=32)
         for rw, bs, qd, size in (("randwrite", "4k", 8, "1M"), ("write", "1M", 4, "8M")):
             fio(f"--filename={d.path}", f"--name=copies-{rw}", f"--rw={rw}", f"--bs={bs}",
@@ -409,6 +433,7 @@ class TransportSuite(unittest.TestCase):
             first = json.loads(run(d.cli("stats"), timeout=30).stdout)["total"]["bytes"]
             copied = {f"{op}_{where}": sys_block(d.path, f"userblk/{op}_copied_{where}_bytes")
                       for op in ("write", "read") for where in ("user", "kernel")}
+            copied["write_lent"] = sys_block(d.path, "userblk/write_lent_bytes")
             second = json.loads(run(d.cli("stats"), timeout=30).stdout)["total"]["bytes"]
             if first == second:
                 break
@@ -420,7 +445,8 @@ class TransportSuite(unittest.TestCase):
         other = "user" if kind == "kernel" else "kernel"
         how = f"{self.transport} with {self.backend} (kernel_copy={kind}): {copied}"
         self.assertGreaterEqual(first["write"], 9 << 20, how)
-        self.assertEqual(copied[f"write_{kind}"], first["write"], how)
+        self.assertEqual(copied["write_lent"], first["write"] if lent else 0, how)
+        self.assertEqual(copied[f"write_{kind}"], 0 if lent else first["write"], how)
         self.assertEqual(copied[f"read_{kind}"], first["read"], how)
         self.assertEqual(copied[f"write_{other}"], 0, how)
         self.assertEqual(copied[f"read_{other}"], 0, how)
@@ -606,6 +632,7 @@ class TransportSuite(unittest.TestCase):
         """A daemon stalled inside a data copy (its buffer waits on a userfaultfd) or holding
         its tags' pipes: fio gets an error within the request timeout and a margin, the
         device can be deleted, and another device's I/O goes on meanwhile."""
+        self.base_transport_only("a daemon stalled in a data copy (userblk_stall_daemon)")
         self.transport_property("a daemon stalled in a data copy (userblk_stall_daemon serves "
                                 "no backend)")
         timeout_ms, margin_s = 2000, 10
@@ -667,6 +694,7 @@ class TransportSuite(unittest.TestCase):
                                 "no daemon and no backend)")
         if not os.access(binary, os.X_OK):
             self.fail(f"{binary} is missing: run 'make build'")
+        self.base_transport_only(os.path.basename(binary))
         r = run([binary, f"--transport={self.transport}"], check=False, timeout=300)
         if r.returncode == 77:
             self.skipTest(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "skipped")
@@ -677,6 +705,20 @@ class TransportSuite(unittest.TestCase):
 
     def test_races_stalls_and_stale_answers_at_the_kernel_boundary(self):
         self.run_uapi_test(LIFETIME)
+
+    def test_lent_pages_stay_read_only_and_hold_their_requests(self):
+        """tests/vm/lend_test.cpp, once per lending variant (in its file suite): completion
+        waits for every lent buffer, no pipe operation writes into a lent page, and a buffer
+        kept past the timeout or a daemon's death fails the request, not the kernel."""
+        if not self.lends():
+            self.skipTest("not a lending variant (--lend on)")
+        self.transport_property("lend_test (it speaks the uapi itself, with no backend)")
+        if not os.access(LEND, os.X_OK):
+            self.fail(f"{LEND} is missing: run 'make build'")
+        r = run([LEND, f"--transport={self.transport}"], check=False, timeout=300)
+        if r.returncode == 77:
+            self.skipTest(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "skipped")
+        self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-3000:])
 
 
 def _key_values(text):
@@ -759,7 +801,12 @@ def main():
         loader.testNamePatterns = [f"*{p}*" for p in a.pattern]
     scratch = tempfile.mkdtemp(prefix=f"userblk-suite-{a.backend}-",
                                dir=os.environ.get("USERBLK_SCRATCH"))
-    for name in names:
+    for variant in names:
+        try:
+            name, variant_args = bench.parse_variant(variant)
+        except bench.BenchError as e:
+            print(f"FAIL: {e}")
+            return 1
         reference = capabilities(name).get("kind") == "reference"
         kernel_only = False
         if reference:
@@ -767,9 +814,10 @@ def main():
             if why:
                 print(f"{name}: skipped: {why}")
                 continue
-        cls = type(f"Transport_{name}_{a.backend}", (TransportSuite,),
-                   {"transport": name, "backend": a.backend, "scratch": scratch,
-                    "kernel_only": kernel_only})
+        label = "".join(c if c.isalnum() else "_" for c in variant)
+        cls = type(f"Transport_{label}_{a.backend}", (TransportSuite,),
+                   {"transport": name, "variant_args": tuple(variant_args),
+                    "backend": a.backend, "scratch": scratch, "kernel_only": kernel_only})
         tests = loader.loadTestsFromTestCase(cls)
         if reference:
             tests = [t for t in tests if t._testMethodName in REFERENCE_TESTS]
