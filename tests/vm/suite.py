@@ -37,6 +37,7 @@ STALL_DAEMON = os.path.join(BUILD, "tests", "vm", "userblk_stall_daemon")
 CONTROL = "/dev/userblk-control"
 
 sys.path.insert(0, os.path.join(TOP, "harness"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from userblk_harness import bench, dmesg, fioresult, runner, stores  # noqa: E402
 
 
@@ -450,6 +451,64 @@ class TransportSuite(unittest.TestCase):
         self.assertEqual(copied[f"read_{kind}"], first["read"], how)
         self.assertEqual(copied[f"write_{other}"], 0, how)
         self.assertEqual(copied[f"read_{other}"], 0, how)
+
+    def write_against_server(self, order, delay_s=0.0):
+        """One O_DIRECT WRITE of a page at 1 MiB through a device forwarding to a test NBD
+        server (tests/vm/nbd_test_server.py) that replies after or before reading the data.
+        As soon as pwrite() returns the writer puts other bytes into the same buffer, as any
+        application may. Returns (what the server read, seconds pwrite took, the server)."""
+        import mmap
+        import nbd_test_server
+        server = nbd_test_server.Server(64 << 20, 1 << 20, order, delay_s)
+        self.addCleanup(server.close)
+
+        class Served:
+            spec = server.spec
+
+        d = self.daemon(store=Served(), size="64M", queues=1, depth=4)
+        before, after = b"A" * 4096, b"B" * 4096
+        buf = mmap.mmap(-1, 4096)
+        buf[:] = before
+        fd = os.open(d.path, os.O_WRONLY | os.O_DIRECT)
+        try:
+            t0 = time.monotonic()
+            self.assertEqual(os.pwrite(fd, buf, 1 << 20), 4096)
+            took = time.monotonic() - t0
+            buf[:] = after
+            server.proceed.set()
+            self.assertTrue(server.watched.wait(30), "the server never read the WRITE")
+        finally:
+            os.close(fd)
+        self.assertEqual(server.errors, [])
+        self.assertEqual(d.stop(), 0)
+        return server.received, took, server
+
+    def test_a_forwarded_write_completes_only_after_its_reply(self):
+        """forward: a WRITE completes after the server's reply, and the reply comes only once
+        the server has read every byte, so the socket holds none of the request's pages by
+        then; the writer may reuse its buffer at once (docs/splice-and-pipe.md, "Pages a socket
+        took"). Then the broken order: a server that replies before it reads. With the copying
+        default the server still gets the bytes written; with --lend on it reads the writer's
+        page as it is *later*: what makes lending unsafe, shown."""
+        if self.backend != "forward":
+            self.skipTest("it needs the forward backend (a test NBD server of its own)")
+        if capabilities(self.transport).get("kind") != "userblk":
+            self.skipTest(f"{self.transport} is not a userblk.ko transport")
+        delay = 0.5
+        got, took, server = self.write_against_server("reply-after-read", delay)
+        self.assertEqual(got, b"A" * 4096, "the server did not get the bytes written")
+        self.assertGreaterEqual(took, delay, f"pwrite returned after {took:.3f} s, before the "
+                                f"server's reply ({delay} s after it read the data)")
+        got, took, server = self.write_against_server("reply-before-read")
+        self.assertLess(server.replied_at, server.read_at)
+        lends = self.lends() and capabilities(self.transport).get("lend") == "1"
+        if lends:
+            self.assertEqual(got, b"B" * 4096,
+                             "lending over a server that replies before reading: the server "
+                             "was expected to read the writer's later bytes (the lent page)")
+        else:
+            self.assertEqual(got, b"A" * 4096,
+                             "a copying transport must hand the server the bytes written")
 
     def test_the_device_offers_what_its_backend_serves(self):
         """Without --features the device gets what the backend serves (Backend::serves()), the
