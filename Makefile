@@ -48,6 +48,7 @@ help:
 	@echo "make bench TRANSPORT=<name>   benchmark a transport (see README.md)"
 	@echo "make sweep       the runs behind the paper: every transport, paper sets (~80 min)"
 	@echo "make slots       a pipe per slot at scale: pipe against splice, queues x depth"
+	@echo "make lend        lending against copying: forwarded and O_DIRECT-file writes"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
 	@echo "make figures     every figure of plots/ into paper/figures/, from results/reference/"
@@ -128,6 +129,15 @@ slots: deps build
 	@harness/bench --transport "$(SLOT_TRANSPORTS)" --backend ram --workloads randread-4k-qd64-j2 \
 		--smp 4 --nofile 65536 --no-precondition --platform "$(PLATFORM)" --build "$(BUILD)" \
 		--reps $(or $(REPS),5)
+
+# make lend: lending against copying (docs/splice-and-pipe.md): 64 KiB and 1 MiB sequential
+# writes at QD4 forwarded to nbdkit over TCP and written to an O_DIRECT file, for the copying
+# transports, ublk and the two lend variants, 5 repetitions unless REPS says otherwise.
+.PHONY: lend
+LEND_TRANSPORTS ?= copy,ring,pipe,pipe:lend=on,splice,splice:lend=on,ublk
+lend: deps build
+	@harness/bench --transport "$(LEND_TRANSPORTS)" --backend forward,file:direct=1 \
+		--workloads lend --platform "$(PLATFORM)" --build "$(BUILD)" --reps $(or $(REPS),5)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>
 compare:

@@ -114,6 +114,9 @@ class DirectFileStore(FileStore):
         # takes memory.
         with open(self.image, "wb") as f:
             f.truncate(parse_size(size) + DIRECT_FS_SLACK)
+        # The loop driver is a module in Debian's kernel: mount -o loop fails with EPERM
+        # until it is loaded.
+        subprocess.run(["modprobe", "loop"], capture_output=True)
         for argv in (["mkfs.ext4", "-q", "-F", "-E", "nodiscard", self.image],
                      ["mount", "-o", "loop", self.image, self.mnt]):
             r = subprocess.run(argv, capture_output=True, text=True)

@@ -95,7 +95,7 @@ class NamedWorkloadTest(unittest.TestCase):
 
 class SetTest(unittest.TestCase):
     def test_sets(self):
-        self.assertEqual(workloads.set_names(), ["forward", "paper", "paper-forward", "quick"])
+        self.assertEqual(workloads.set_names(), ["forward", "lend", "paper", "paper-forward", "quick"])
         quick = workloads.load_set("quick")
         self.assertGreater(quick.runtime, 0)
         names = [w.name for w in quick.workloads]
