@@ -116,24 +116,27 @@ bool transport_lends(const TransportEntry& entry) {
     return describe_transport(entry).get("lend") == "1";
 }
 
-std::string lending_transport_names() {
+namespace {
+
+/// The names of the transports for which has(entry) holds, comma-separated ("none" if none).
+std::string transport_names_where(bool (*has)(const TransportEntry&)) {
     std::string out;
     for (const auto& t : kTransports) {
-        if (transport_lends(t)) {
+        if (has(t)) {
             out += (out.empty() ? "" : ", ") + std::string(t.name);
         }
     }
     return out.empty() ? "none" : out;
 }
 
+} // namespace
+
+std::string lending_transport_names() {
+    return transport_names_where(&transport_lends);
+}
+
 std::string polling_transport_names() {
-    std::string out;
-    for (const auto& t : kTransports) {
-        if (transport_polls(t)) {
-            out += (out.empty() ? "" : ", ") + std::string(t.name);
-        }
-    }
-    return out.empty() ? "none" : out;
+    return transport_names_where(&transport_polls);
 }
 
 Capabilities describe_backend(const BackendEntry& entry) {

@@ -100,7 +100,7 @@ TEST(BackendOptions, UnknownKeysNameTheKeysTaken) {
     ASSERT_NE(file, nullptr);
     EXPECT_TRUE(check_backend_options(*file, {{"path", "/x"}}).ok());
     EXPECT_EQ(check_backend_options(*file, {{"pth", "/x"}}).message(),
-              "file: unknown option 'pth': Invalid argument (file takes: path)");
+              "file: unknown option 'pth': Invalid argument (file takes: path, direct)");
     const BackendEntry* forward = find_backend("forward");
     ASSERT_NE(forward, nullptr);
     EXPECT_TRUE(
@@ -113,7 +113,7 @@ TEST(BackendOptions, UnknownKeysNameTheKeysTaken) {
 TEST(BackendOptions, DumpListsTheKeys) {
     for (auto [name, keys] : {std::pair{"null", ""},
                               {"ram", ""},
-                              {"file", "path"},
+                              {"file", "path,direct"},
                               {"forward", "host,port,export,timeout-ms"}}) {
         const BackendEntry* b = find_backend(name);
         ASSERT_NE(b, nullptr) << name;

@@ -153,7 +153,7 @@ TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
     CliRun typo = run({"add", "--transport", "copy", "--backend", "file:pth=/x", "--size", "1M"});
     EXPECT_EQ(typo.code, 2);
     EXPECT_EQ(typo.err,
-              "userblk: file: unknown option 'pth': Invalid argument (file takes: path)\n");
+              "userblk: file: unknown option 'pth': Invalid argument (file takes: path, direct)\n");
     CliRun unknown = run({"add", "--transport", "copy", "--backend", "disk:x=1", "--size", "1M"});
     EXPECT_EQ(unknown.code, 2);
     EXPECT_EQ(unknown.err.rfind("userblk: unknown backend 'disk'; valid backends: ", 0), 0U)
@@ -163,7 +163,7 @@ TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
 TEST(Cli, DumpBackendListsItsOptions) {
     for (auto [name, line] : {std::pair{"null", "\noptions=\n"},
                               {"ram", "\noptions=\n"},
-                              {"file", "\noptions=path\n"},
+                              {"file", "\noptions=path,direct\n"},
                               {"forward", "\noptions=host,port,export,timeout-ms\n"}}) {
         CliRun r = run({"--dump-backend", name});
         EXPECT_EQ(r.code, 0) << name;
