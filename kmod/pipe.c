@@ -261,31 +261,6 @@ static const struct userblk_desc_ops pipe_desc_ops = {
 	.settle		= pipe_settle,
 };
 
-/*
- * The queue died: drop what the tags' pipes still hold (lent pages of the
- * requests just ended, bytes of copies), so that no page stays pinned, nor
- * the module, until the device is deleted. A pipe another thread holds is
- * left to the device's end.
- */
-static void pipe_abort_queue(struct userblk_queue *q)
-{
-	unsigned int tag;
-
-	for (tag = 0; tag < q->dev->cfg.queue_depth; tag++) {
-		struct userblk_tag_pipe *p = pipe_of(q, tag);
-		struct pipe_inode_info *pipe;
-		size_t left;
-
-		if (!p->rd)
-			continue;
-		pipe = pipe_info(p);
-		if (!mutex_trylock(&pipe->mutex))
-			continue;
-		left = pipe_drain(pipe);
-		pipe_unlock_wake(pipe, false, left);
-	}
-}
-
 /* Open a non-blocking file of our own on the pipe behind fd. */
 static struct file *pipe_open_end(int fd, fmode_t mode, int flags)
 {
@@ -443,6 +418,5 @@ const struct userblk_transport userblk_pipe_transport = {
 	.can_lend	= true,
 	.init_queue	= pipe_init_queue,
 	.exit_queue	= pipe_exit_queue,
-	.abort_queue	= pipe_abort_queue,
 	.start_queue	= pipe_start_queue,
 };
