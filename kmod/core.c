@@ -467,8 +467,6 @@ static void userblk_abort_queue(struct userblk_queue *q, struct request *timed_o
 		rq = blk_mq_rq_from_pdu(cmd);
 		userblk_end(rq, rq == timed_out ? -ETIMEDOUT : -EIO);
 	}
-	if (q->dev->tr->abort_queue)
-		q->dev->tr->abort_queue(q);
 	wake_up_all(&q->wait);
 }
 

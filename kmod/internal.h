@@ -99,11 +99,6 @@ struct userblk_transport {
 	/* Optional: set up q->priv at ADD_DEV, free it with the device. */
 	int (*init_queue)(struct userblk_queue *q);
 	void (*exit_queue)(struct userblk_queue *q);
-	/*
-	 * Optional: q died and its requests were ended; let go of what the
-	 * transport still holds for them. Must not sleep on the daemon.
-	 */
-	void (*abort_queue)(struct userblk_queue *q);
 	/* Optional: may q go live? START_DEV fails with its error if not. */
 	int (*start_queue)(struct userblk_queue *q);
 };
