@@ -4,10 +4,13 @@
 Runs inside the platform (the VM or a native host), as root:
 
     harness/platform run -- tests/vm/faults.py --transport copy [--transport ring ...]
-                                               [--fault drop] [--seed N]
+                                               [--fault drop] [--seed N] [--backend file]
 
-For each fault the transport lists in faults= (`userblk --dump-transport`), a daemon serves a
-RAM device with `--fault KIND --fault-seed N` and a request timeout of 2 s, and fio writes and
+A transport may be a variant (`pipe:lend=on`, as `make bench` takes it: the options go to
+`userblk add`). For each fault the transport lists in faults= (`userblk --dump-transport`), a
+daemon serves a device on the backend (default ram; `file` for the lending variants, whose
+splice reaches the lent pages only towards a file or socket) with `--fault KIND --fault-seed N`
+and a request timeout of 2 s, and fio writes and
 verifies data on it (crc32c, verify_fatal). It must see I/O errors or correct data, never a
 verify failure (silent corruption); it must end within the timeout plus a margin (no hang);
 the kernel log after a marker must show no WARNING:, BUG:, Oops, hung task or KASAN; the fault
@@ -26,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
-from suite import (USERBLK, Daemon, capabilities, device_gone, dmesg, fio, fio_json,  # noqa: E402
-                   kmsg, load_module, run, stores)
+from suite import (USERBLK, Daemon, bench, capabilities, device_gone, dmesg, fio,  # noqa: E402
+                   fio_json, kmsg, load_module, run, stores, sys_block)
 
 TIMEOUT_MS = 2000
 # The longest a fio run may take: its own I/O under TCG, the request timeout, the stall fault
@@ -78,15 +81,17 @@ def check(cond, why):
         raise Failure(why)
 
 
-def one_fault(transport, kind, seed, scratch):
-    """Runs the matrix cell (transport, kind); returns a one-line outcome, raises Failure."""
-    marker = f"userblk-fault-marker: {transport} {kind} {os.getpid()} {time.time_ns()}"
+def one_fault(variant, kind, seed, backend, scratch):
+    """Runs the matrix cell (variant, kind) on backend; returns a one-line outcome, raises
+    Failure."""
+    transport, options = bench.parse_variant(variant)
+    marker = f"userblk-fault-marker: {variant} {kind} {backend} {os.getpid()} {time.time_ns()}"
     kmsg(marker)
-    store = stores.make("ram", "64M", scratch)
+    store = stores.make(backend, "64M", scratch)
     clean = None
     d = Daemon(transport, store, size="64M", queues=2, depth=16,
-               extra=["--timeout-ms", str(TIMEOUT_MS), "--fault", kind, "--fault-seed", str(seed),
-                      "--fault-rate", "0.05", "--fault-skip", "16"])
+               extra=[*options, "--timeout-ms", str(TIMEOUT_MS), "--fault", kind,
+                      "--fault-seed", str(seed), "--fault-rate", "0.05", "--fault-skip", "16"])
     try:
         t0 = time.monotonic()
         try:
@@ -97,6 +102,12 @@ def one_fault(transport, kind, seed, scratch):
         why = corrupted(r)
         check(why is None, f"silent corruption: {why}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
         outcome = "correct data" if r.returncode == 0 else "I/O errors"
+        if "--lend" in options:
+            # The cell is about lent buffers only if some were lent before the fault struck.
+            lent = sys_block(d.path, "userblk/write_lent_bytes")
+            check(lent is None or int(lent) > 0,
+                  "a lending device lent no WRITE bytes: the run proves nothing for lending")
+            outcome += f", {lent} B lent" if lent is not None else ", lent bytes unread (gone)"
         # The daemon: still serving (the device survived the lies), or ended by the device's
         # death (timeout), or by the exit fault.
         if d.proc.poll() is None:
@@ -114,9 +125,9 @@ def one_fault(transport, kind, seed, scratch):
             check(rd.returncode == 0 or not os.path.exists(d.path),
                   f"userblk del {d.id} failed: {rd.stderr.strip()}")
         check(device_gone(d.path), f"{d.path} still exists after the daemon and userblk del")
-        # A new device on the same transport is clean.
-        clean = Daemon(transport, stores.make("ram", "64M", scratch), size="64M", queues=2,
-                       depth=16, extra=["--timeout-ms", str(TIMEOUT_MS)])
+        # A new device on the same transport, variant and backend is clean.
+        clean = Daemon(transport, stores.make(backend, "64M", scratch), size="64M", queues=2,
+                       depth=16, extra=[*options, "--timeout-ms", str(TIMEOUT_MS)])
         rc = fio(*verify_job(clean.path, "after"), timeout=FIO_LIMIT_S, check=False)
         check(rc.returncode == 0, f"a new device after the fault failed verify:\n"
                                   f"{rc.stdout[-2000:]}\n{rc.stderr[-2000:]}")
@@ -129,6 +140,9 @@ def one_fault(transport, kind, seed, scratch):
                 x.proc.kill()
                 x.proc.wait()
                 run([USERBLK, "del", "--transport", transport, str(x.id)], check=False)
+        for x in (store, clean.store if clean is not None else None):
+            if x is not None:
+                x.close()
         bad = dmesg.bad_lines(run(["dmesg"]).stdout, after_marker=marker)
         if bad:
             raise Failure("kernel log after the marker shows a problem:\n" + "\n".join(bad))
@@ -137,7 +151,10 @@ def one_fault(transport, kind, seed, scratch):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transport", required=True, action="append",
-                    help="a userblk.ko transport (copy, ring, ...); repeatable, one after another")
+                    help="a userblk.ko transport (copy, ring, ...) or a variant of one "
+                         "(pipe:lend=on); repeatable, one after another")
+    ap.add_argument("--backend", default="ram",
+                    help="the backend of every device (ram, file, ...; default ram)")
     ap.add_argument("--fault", action="append",
                     help="only this fault (repeatable; default: every one the transport offers)")
     ap.add_argument("--seed", type=int, default=9, help="--fault-seed of every run (default 9)")
@@ -150,7 +167,12 @@ def main():
         return 1
     plan = []
     for transport in a.transport:
-        offered = [f for f in capabilities(transport).get("faults", "").split(",") if f]
+        try:
+            name, _ = bench.parse_variant(transport)
+        except bench.BenchError as e:
+            print(f"FAIL: {e}")
+            return 1
+        offered = [f for f in capabilities(name).get("faults", "").split(",") if f]
         if not offered:
             print(f"SKIP {transport}: it offers no faults (no faults= in --dump-transport)")
             continue
@@ -166,7 +188,7 @@ def main():
         for transport, kind in plan:
             t0 = time.monotonic()
             try:
-                what = one_fault(transport, kind, a.seed, scratch)
+                what = one_fault(transport, kind, a.seed, a.backend, scratch)
                 print(f"PASS {transport} {kind}: {what} [{time.monotonic() - t0:.1f} s]",
                       flush=True)
             except (Failure, AssertionError) as e:
@@ -179,7 +201,8 @@ def main():
             if r.returncode != 0:
                 print(f"FAIL: rmmod userblk after the matrix: {r.stderr.strip()}")
                 failed += 1
-    print(f"{len(plan) - failed} passed, {failed} failed ({', '.join(a.transport)}, seed "
+    print(f"{len(plan) - failed} passed, {failed} failed ({', '.join(a.transport)} on "
+          f"{a.backend}, seed "
           f"{a.seed}, {time.monotonic() - t_all:.1f} s)")
     return 0 if failed == 0 else 1
 
