@@ -133,11 +133,17 @@ slots: deps build
 # make lend: lending against copying (docs/splice-and-pipe.md): 64 KiB and 1 MiB sequential
 # writes at QD4 forwarded to nbdkit over TCP and written to an O_DIRECT file, for the copying
 # transports, ublk and the two lend variants, 5 repetitions unless REPS says otherwise.
+# LEND_BACKENDS and LEND_WORKLOADS (a set or a list of workloads) change what it runs: the
+# buffered file against the O_DIRECT one, with READs, is
+#   make lend LEND_BACKENDS=file,file:direct=1 LEND_WORKLOADS=write-1m-qd4,read-1m-qd4
 .PHONY: lend
 LEND_TRANSPORTS ?= copy,ring,pipe,pipe:lend=on,splice,splice:lend=on,ublk
+LEND_BACKENDS ?= forward,file:direct=1
+LEND_WORKLOADS ?= lend
 lend: deps build
-	@harness/bench --transport "$(LEND_TRANSPORTS)" --backend forward,file:direct=1 \
-		--workloads lend --platform "$(PLATFORM)" --build "$(BUILD)" --reps $(or $(REPS),5)
+	@harness/bench --transport "$(LEND_TRANSPORTS)" --backend "$(LEND_BACKENDS)" \
+		--workloads "$(LEND_WORKLOADS)" --runtime 4 --ramp 1 --platform "$(PLATFORM)" \
+		--build "$(BUILD)" --reps $(or $(REPS),5)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>
 compare:
