@@ -4,12 +4,12 @@
 Runs inside the platform (the VM or a native host), as root:
 
     harness/platform run -- tests/vm/faults.py --transport copy [--transport ring ...]
-                                               [--fault drop] [--seed N] [--backend file]
+                                               [--fault drop] [--seed N] [--backend file ...]
 
 A transport may be a variant (`pipe:lend=on`, as `make bench` takes it: the options go to
 `userblk add`). For each fault the transport lists in faults= (`userblk --dump-transport`), a
-daemon serves a device on the backend (default ram; `file` for the lending variants, whose
-splice reaches the lent pages only towards a file or socket) with `--fault KIND --fault-seed N`
+daemon serves a device on each backend named (default ram; `file` and `forward` for the
+lending variants, whose splice reaches the lent pages only towards a file or socket) with `--fault KIND --fault-seed N`
 and a request timeout of 2 s, and fio writes and
 verifies data on it (crc32c, verify_fatal). It must see I/O errors or correct data, never a
 verify failure (silent corruption); it must end within the timeout plus a margin (no hang);
@@ -153,8 +153,9 @@ def main():
     ap.add_argument("--transport", required=True, action="append",
                     help="a userblk.ko transport (copy, ring, ...) or a variant of one "
                          "(pipe:lend=on); repeatable, one after another")
-    ap.add_argument("--backend", default="ram",
-                    help="the backend of every device (ram, file, ...; default ram)")
+    ap.add_argument("--backend", action="append",
+                    help="a backend of the devices (ram, file, forward, ...; repeatable, each "
+                         "one runs the whole plan; default ram)")
     ap.add_argument("--fault", action="append",
                     help="only this fault (repeatable; default: every one the transport offers)")
     ap.add_argument("--seed", type=int, default=9, help="--fault-seed of every run (default 9)")
@@ -176,7 +177,8 @@ def main():
         if not offered:
             print(f"SKIP {transport}: it offers no faults (no faults= in --dump-transport)")
             continue
-        plan += [(transport, kind) for kind in (a.fault or offered)]
+        plan += [(transport, backend, kind) for backend in (a.backend or ["ram"])
+                 for kind in (a.fault or offered)]
     if not plan:
         print("SKIP: no transport named offers a fault")
         return 77
@@ -185,16 +187,15 @@ def main():
     failed = 0
     t_all = time.monotonic()
     try:
-        for transport, kind in plan:
+        for transport, backend, kind in plan:
             t0 = time.monotonic()
+            cell = f"{transport} {kind}" + (f" on {backend}" if backend != "ram" else "")
             try:
-                what = one_fault(transport, kind, a.seed, a.backend, scratch)
-                print(f"PASS {transport} {kind}: {what} [{time.monotonic() - t0:.1f} s]",
-                      flush=True)
-            except (Failure, AssertionError) as e:
+                what = one_fault(transport, kind, a.seed, backend, scratch)
+                print(f"PASS {cell}: {what} [{time.monotonic() - t0:.1f} s]", flush=True)
+            except (Failure, AssertionError, stores.StoreError) as e:
                 failed += 1
-                print(f"FAIL {transport} {kind}: {e} [{time.monotonic() - t0:.1f} s]",
-                      flush=True)
+                print(f"FAIL {cell}: {e} [{time.monotonic() - t0:.1f} s]", flush=True)
     finally:
         if loaded:
             r = run(["rmmod", "userblk"], check=False)
@@ -202,7 +203,7 @@ def main():
                 print(f"FAIL: rmmod userblk after the matrix: {r.stderr.strip()}")
                 failed += 1
     print(f"{len(plan) - failed} passed, {failed} failed ({', '.join(a.transport)} on "
-          f"{a.backend}, seed "
+          f"{', '.join(a.backend or ['ram'])}, seed "
           f"{a.seed}, {time.monotonic() - t_all:.1f} s)")
     return 0 if failed == 0 else 1
 
