@@ -9,10 +9,10 @@ Runs inside the platform (the VM or a native host), as root:
 A transport may be a variant (`pipe:lend=on`, as `make bench` takes it: the options go to
 `userblk add`). For each fault the transport lists in faults= (`userblk --dump-transport`), a
 daemon serves a device on each backend named (default ram; `file` and `forward` for the
-lending variants, whose splice reaches the lent pages only towards a file or socket) with `--fault KIND --fault-seed N`
-and a request timeout of 2 s, and fio writes and
-verifies data on it (crc32c, verify_fatal). It must see I/O errors or correct data, never a
-verify failure (silent corruption); it must end within the timeout plus a margin (no hang);
+lending variants, whose splice reaches the lent pages only towards a file or socket) with
+`--fault KIND --fault-seed N` and a request timeout of 2 s, and fio writes and verifies data on
+it (crc32c, verify_fatal). It must see I/O errors or correct data, never a verify failure
+(silent corruption); it must end within the timeout plus a margin (no hang);
 the kernel log after a marker must show no WARNING:, BUG:, Oops, hung task or KASAN; the fault
 must have fired; and afterwards the device must go away (by its daemon, or `userblk del`) and
 a new device on the same transport must verify clean. docs/faults.md says what each fault does
@@ -28,9 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import suite  # noqa: E402
 from suite import (USERBLK, Daemon, bench, capabilities, device_gone, dmesg, fio,  # noqa: E402
-                   fio_json, kmsg, load_module, run, stores, sys_block)
+                   fio_json, kmsg, load_module, run, stores, sys_block, variant_lends)
 
 TIMEOUT_MS = 2000
 # The longest a fio run may take: its own I/O under TCG, the request timeout, the stall fault
@@ -102,7 +101,7 @@ def one_fault(variant, kind, seed, backend, scratch):
         why = corrupted(r)
         check(why is None, f"silent corruption: {why}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
         outcome = "correct data" if r.returncode == 0 else "I/O errors"
-        if "--lend" in options:
+        if variant_lends(options):
             # The cell is about lent buffers only if some were lent before the fault struck.
             lent = sys_block(d.path, "userblk/write_lent_bytes")
             check(lent is None or int(lent) > 0,

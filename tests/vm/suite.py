@@ -216,6 +216,12 @@ REFERENCE_TESTS = ("test_verify_4k_random_qd32", "test_verify_1m_sequential_qd32
                    "test_ext4_files_survive_remount")
 
 
+def variant_lends(variant_args):
+    """Whether a variant's `userblk add` options turn lending on (--lend on; lend=off is not)."""
+    args = list(variant_args)
+    return any(a == "--lend" and v == "on" for a, v in zip(args, args[1:]))
+
+
 class TransportSuite(unittest.TestCase):
     transport = None          # set per generated class: the registered name ("splice")
     variant_args = ()         # `userblk add` options of a variant ("splice:lend=on": --lend on)
@@ -271,8 +277,7 @@ class TransportSuite(unittest.TestCase):
 
     def lends(self):
         """Whether this is a lending variant (--lend on)."""
-        args = list(self.variant_args)
-        return any(a == "--lend" and v == "on" for a, v in zip(args, args[1:]))
+        return variant_lends(self.variant_args)
 
     def base_transport_only(self, what):
         """Skip in a variant's suite: what the test checks is the base transport's (it makes its
