@@ -30,6 +30,11 @@ struct DeviceConfig {
     std::uint64_t features = 0;                ///< USERBLK_F_*
     std::uint32_t dev_id = USERBLK_DEV_ID_ANY; ///< wanted id, or any free one
     std::uint32_t poll_us = 0; ///< busy-poll budget for transports that poll (µs); 0 = never
+    /// Spin on the submission ring without system calls, up to spin_us µs idle before sleeping,
+    /// telling the kernel when it must wake the daemon (ring; USERBLK_RING_NEED_WAKEUP); 0 = never.
+    std::uint32_t spin_us = 0;
+    /// Of nr_queues, the last ones are poll queues for polled I/O (ring; 0 = none).
+    std::uint32_t nr_poll_queues = 0;
     /// The backend's registry name as given to --backend ("ram"), or empty. Transports that are
     /// handed a Backend object need not read it; one that serves the backend by name with a
     /// server of its own (nbdkit: Transport::own_backends()) gets no object, only this.
@@ -45,6 +50,7 @@ struct DeviceInfo {
     std::uint64_t size = 0;
     std::uint32_t block_size = 0;
     std::uint32_t nr_queues = 0;
+    std::uint32_t nr_poll_queues = 0; ///< of nr_queues, the last ones are poll queues
     std::uint32_t queue_depth = 0;
     std::uint32_t max_io_bytes = 0;
     std::uint32_t timeout_ms = 0;

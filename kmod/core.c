@@ -151,6 +151,35 @@ int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
 }
 
 /*
+ * Default queues first, then the poll queues (the last nr_poll_queues), as
+ * ADD_DEV documents; no queue of its own for reads.
+ */
+void userblk_map_queues(struct blk_mq_tag_set *set)
+{
+	struct userblk_dev *dev = set->driver_data;
+	unsigned int poll = dev->cfg.nr_poll_queues, off = 0, i;
+
+	for (i = 0; i < set->nr_maps; i++) {
+		struct blk_mq_queue_map *map = &set->map[i];
+
+		switch (i) {
+		case HCTX_TYPE_DEFAULT:
+			map->nr_queues = dev->cfg.nr_queues - poll;
+			break;
+		case HCTX_TYPE_POLL:
+			map->nr_queues = poll;
+			break;
+		default:
+			map->nr_queues = 0;
+			continue;
+		}
+		map->queue_offset = off;
+		off += map->nr_queues;
+		blk_mq_map_queues(map);
+	}
+}
+
+/*
  * Complete rq, which the caller has taken out of every list, as IDLE. Pages
  * it lent that a pipe still holds stay with that pipe (lend.c).
  */
@@ -640,6 +669,9 @@ USERBLK_COUNT_ATTR(write_copied_kernel_bytes, USERBLK_COPY_WRITE_KERNEL);
 USERBLK_COUNT_ATTR(read_copied_kernel_bytes, USERBLK_COPY_READ_KERNEL);
 USERBLK_COUNT_ATTR(write_lent_bytes, USERBLK_LENT_WRITE);
 USERBLK_COUNT_ATTR(lent_abandoned_requests, USERBLK_LENT_ABANDONED);
+USERBLK_COUNT_ATTR(daemon_wakeups, USERBLK_COUNT_WAKEUPS);
+USERBLK_COUNT_ATTR(daemon_wakeups_skipped, USERBLK_COUNT_WAKE_SKIPPED);
+USERBLK_COUNT_ATTR(poll_completions, USERBLK_COUNT_POLL_REAPED);
 
 static struct attribute *userblk_disk_attrs[] = {
 	&dev_attr_write_copied_user_bytes.attr,
@@ -648,6 +680,9 @@ static struct attribute *userblk_disk_attrs[] = {
 	&dev_attr_read_copied_kernel_bytes.attr,
 	&dev_attr_write_lent_bytes.attr,
 	&dev_attr_lent_abandoned_requests.attr,
+	&dev_attr_daemon_wakeups.attr,
+	&dev_attr_daemon_wakeups_skipped.attr,
+	&dev_attr_poll_completions.attr,
 	NULL,
 };
 
@@ -720,6 +755,8 @@ static int userblk_check_config(struct userblk_dev_config *c)
 	for (i = 0; i < ARRAY_SIZE(c->reserved); i++)
 		if (c->reserved[i])
 			return userblk_bad_config("reserved field %u is not zero", i);
+	if (c->reserved32)
+		return userblk_bad_config("reserved field reserved32 is not zero");
 	if (c->state || c->nr_queues_open)
 		return userblk_bad_config("output fields state/nr_queues_open are not zero");
 	if (c->dev_id != USERBLK_DEV_ID_ANY && c->dev_id >= USERBLK_MAX_DEVICES)
@@ -736,6 +773,9 @@ static int userblk_check_config(struct userblk_dev_config *c)
 	if (!c->nr_queues || c->nr_queues > USERBLK_MAX_QUEUES)
 		return userblk_bad_config("%u queues, not 1..%u", c->nr_queues,
 					  USERBLK_MAX_QUEUES);
+	if (c->nr_poll_queues >= c->nr_queues)
+		return userblk_bad_config("%u poll queues of %u: at least one queue must take I/O that is not polled",
+					  c->nr_poll_queues, c->nr_queues);
 	if (!c->queue_depth || c->queue_depth > USERBLK_MAX_DEPTH)
 		return userblk_bad_config("queue depth %u, not 1..%u",
 					  c->queue_depth, USERBLK_MAX_DEPTH);
@@ -821,8 +861,15 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 				    tr->name);
 		return -EINVAL;
 	}
-	/* blk-mq maps no more hardware queues than possible CPUs (one map). */
-	cfg.nr_queues = min_t(u32, cfg.nr_queues, nr_cpu_ids);
+	if (cfg.nr_poll_queues && !tr->mq_ops->poll) {
+		pr_warn_ratelimited("ADD_DEV: the %s transport has no poll queues (nr_poll_queues is for ring, whose completions the submitter can reap)\n",
+				    tr->name);
+		return -EINVAL;
+	}
+	/* blk-mq maps no more hardware queues than possible CPUs per map. */
+	cfg.nr_poll_queues = min_t(u32, cfg.nr_poll_queues, nr_cpu_ids);
+	cfg.nr_queues = min_t(u32, cfg.nr_queues - cfg.nr_poll_queues, nr_cpu_ids) +
+			cfg.nr_poll_queues;
 
 	dev = kzalloc(struct_size(dev, queues, cfg.nr_queues), GFP_KERNEL);
 	if (!dev)
@@ -861,6 +908,8 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	dev->tag_set.timeout = msecs_to_jiffies(cfg.timeout_ms);
 	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
 	dev->tag_set.driver_data = dev;
+	if (cfg.nr_poll_queues)
+		dev->tag_set.nr_maps = HCTX_MAX_TYPES;	/* READ stays empty */
 	ret = blk_mq_alloc_tag_set(&dev->tag_set);
 	if (ret)
 		goto out_free_queues;

@@ -63,7 +63,9 @@ struct userblk_dev;
  * the copy is: memory the daemon reads or writes (its buffers, the ring's
  * shared area), or kernel pages (a pipe's); one count per byte copied once.
  * Bytes lent: a WRITE's own pages put into a pipe, not copied. And requests
- * ended while a pipe still held pages lent from them.
+ * ended while a pipe still held pages lent from them. And, for ring, what
+ * the handing over of requests cost: wake-ups of the daemon, publications a
+ * spinning daemon took without one, and requests the submitter's poll reaped.
  */
 enum userblk_count_kind {
 	USERBLK_COPY_WRITE_USER,	/* a WRITE's data into the daemon's memory */
@@ -72,6 +74,9 @@ enum userblk_count_kind {
 	USERBLK_COPY_READ_KERNEL,	/* a READ's data from kernel pages */
 	USERBLK_LENT_WRITE,		/* a WRITE's pages lent to a pipe */
 	USERBLK_LENT_ABANDONED,		/* requests ended with pages still lent */
+	USERBLK_COUNT_WAKEUPS,		/* wake-ups of a daemon sleeping for requests */
+	USERBLK_COUNT_WAKE_SKIPPED,	/* publications to a spinning daemon, no wake-up */
+	USERBLK_COUNT_POLL_REAPED,	/* requests completed by blk-mq's poll */
 	USERBLK_COUNT_NR,
 };
 
@@ -158,6 +163,7 @@ void userblk_commit_rqs(struct blk_mq_hw_ctx *hctx);
 enum blk_eh_timer_return userblk_timeout(struct request *rq);
 int userblk_init_hctx(struct blk_mq_hw_ctx *hctx, void *data,
 		      unsigned int hctx_idx);
+void userblk_map_queues(struct blk_mq_tag_set *set);
 int userblk_queue_release(struct inode *inode, struct file *file);
 
 struct request *userblk_take_pending(struct userblk_queue *q, size_t room,

@@ -7,6 +7,12 @@
  * read's data out of the buffer) and waits for more requests, so one
  * syscall serves a batch in both directions. Nothing in the shared area is
  * trusted: see include/uapi/userblk.h.
+ *
+ * Polling: on a poll queue (nr_poll_queues) blk-mq calls ring_poll_hctx from
+ * the submitter's own context, which reaps the completion ring there, and a
+ * daemon that spins on sq_tail clears USERBLK_RING_NEED_WAKEUP so that
+ * queue_rq publishes without a wake-up. Together: no system call, no
+ * context switch per request on either side.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -81,6 +87,8 @@ static int ring_init_queue(struct userblk_queue *q)
 	r->cq = r->area + l->cq_off;
 	r->bufs = r->area + l->buf_off;
 	mutex_init(&r->reap_lock);
+	/* A daemon that never spins needs no word of the flag. */
+	r->didx->flags = USERBLK_RING_NEED_WAKEUP;
 	q->priv = r;
 	return 0;
 }
@@ -128,6 +136,26 @@ static void ring_copy_to_rq(struct request *rq, const u8 *src)
 	rq_for_each_segment(bv, rq, iter) {
 		memcpy_to_bvec(&bv, src);
 		src += bv.bv_len;
+	}
+}
+
+/*
+ * After publishing sq_tail: wake the daemon unless it spins. The full fence
+ * orders the tail's store before the flag's load, against the daemon's store
+ * of the flag, fence and load of sq_tail (uapi: USERBLK_RING_NEED_WAKEUP);
+ * wq_has_sleeper() orders the same way against a sleeper that is queued.
+ */
+static void ring_wake(struct userblk_queue *q, struct ring_queue *r)
+{
+	/* sq_tail's store before the flag's load: pairs with the daemon's fence. */
+	smp_mb();
+	if (!(READ_ONCE(r->didx->flags) & USERBLK_RING_NEED_WAKEUP)) {
+		userblk_count(q, USERBLK_COUNT_WAKE_SKIPPED, 1);
+		return;
+	}
+	if (wq_has_sleeper(&q->wait)) {
+		userblk_count(q, USERBLK_COUNT_WAKEUPS, 1);
+		wake_up(&q->wait);
 	}
 }
 
@@ -187,8 +215,8 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 	smp_store_release(&r->kidx->sq_tail, r->sq_tail);
 	spin_unlock(&q->lock);
 
-	if (bd->last && wq_has_sleeper(&q->wait))
-		wake_up(&q->wait);
+	if (bd->last)
+		ring_wake(q, r);
 	return BLK_STS_OK;
 }
 
@@ -196,17 +224,19 @@ static void ring_commit_rqs(struct blk_mq_hw_ctx *hctx)
 {
 	struct userblk_queue *q = hctx->driver_data;
 
-	if (wq_has_sleeper(&q->wait))
-		wake_up(&q->wait);
+	ring_wake(q, ring_of(q));
 }
 
-/* Take every completion the daemon published. */
-static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
+/*
+ * Take every completion the daemon published, under reap_lock. Returns the
+ * requests completed, or -EINVAL for a lying completion tail.
+ */
+static int __ring_reap(struct userblk_queue *q, struct ring_queue *r)
 {
 	u32 tail, mask = r->layout.cq_entries - 1;
 	int ret = 0;
 
-	mutex_lock(&r->reap_lock);
+	lockdep_assert_held(&r->reap_lock);
 	/* Pairs with the daemon's release of cq_tail: its entries are visible. */
 	tail = smp_load_acquire(&r->didx->cq_tail);
 	if (tail - r->cq_head > r->layout.cq_entries) {
@@ -235,13 +265,66 @@ static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
 					   blk_rq_bytes(rq));
 		}
 		userblk_finish(q, rq, cpl.result);
+		ret++;
 	}
 	/* Our reads of the slots are done before the daemon may reuse them. */
 	smp_store_release(&r->kidx->cq_head, r->cq_head);
 out_unlock:
 	ring_count_reject(q, r);
-	mutex_unlock(&r->reap_lock);
 	return ret;
+}
+
+static int ring_reap(struct userblk_queue *q, struct ring_queue *r)
+{
+	int ret;
+
+	mutex_lock(&r->reap_lock);
+	ret = __ring_reap(q, r);
+	mutex_unlock(&r->reap_lock);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * blk-mq's poll of a poll queue, from the submitter's context (io_uring
+ * IOPOLL, RWF_HIPRI), which must not sleep here: if the daemon's RING_ENTER
+ * reaps meanwhile, it completes the requests, and the poller finds them done.
+ * A lying completion tail is counted and refused as in RING_ENTER; the
+ * requests behind it time out. Once the queue is dead, its requests have
+ * been failed by the abort and nothing the ring holds is taken.
+ */
+static int ring_poll_hctx(struct blk_mq_hw_ctx *hctx, struct io_comp_batch *iob)
+{
+	struct userblk_queue *q = hctx->driver_data;
+	struct ring_queue *r = ring_of(q);
+	int ret;
+
+	if (READ_ONCE(q->dead) || !mutex_trylock(&r->reap_lock))
+		return 0;
+	ret = __ring_reap(q, r);
+	mutex_unlock(&r->reap_lock);
+	if (ret > 0)
+		userblk_count(q, USERBLK_COUNT_POLL_REAPED, ret);
+	return ret > 0 ? ret : 0;
+}
+
+/*
+ * A poll queue's completions wait in the ring until someone polls: a
+ * submitter that stopped polling (or polls rarely) must not have its answered
+ * requests taken for lost ones. Reap first, as NVMe's timeout looks at its
+ * completion queue; a request that was answered is then done, and
+ * userblk_timeout() finds it IDLE.
+ */
+static enum blk_eh_timer_return ring_timeout(struct request *rq)
+{
+	struct userblk_queue *q = rq->mq_hctx->driver_data;
+	struct ring_queue *r = ring_of(q);
+
+	if (rq->mq_hctx->type == HCTX_TYPE_POLL && !READ_ONCE(q->dead)) {
+		mutex_lock(&r->reap_lock);
+		__ring_reap(q, r);
+		mutex_unlock(&r->reap_lock);
+	}
+	return userblk_timeout(rq);
 }
 
 static long ring_enter(struct userblk_queue *q, unsigned long flags)
@@ -255,6 +338,11 @@ static long ring_enter(struct userblk_queue *q, unsigned long flags)
 	if (ret)
 		return ret;
 	if (flags & USERBLK_RING_ENTER_WAIT) {
+		if (!(READ_ONCE(r->didx->flags) & USERBLK_RING_NEED_WAKEUP)) {
+			userblk_reject(q, "RING_ENTER waits with NEED_WAKEUP clear: nothing would wake it");
+			ring_count_reject(q, r);
+			return -EINVAL;
+		}
 		ret = wait_event_interruptible(q->wait, ring_sq_pending(r) ||
 					       READ_ONCE(q->dead));
 		if (ret)
@@ -337,8 +425,10 @@ static const struct file_operations ring_fops = {
 static const struct blk_mq_ops ring_mq_ops = {
 	.queue_rq	= ring_queue_rq,
 	.commit_rqs	= ring_commit_rqs,
-	.timeout	= userblk_timeout,
+	.timeout	= ring_timeout,
 	.init_hctx	= userblk_init_hctx,
+	.map_queues	= userblk_map_queues,
+	.poll		= ring_poll_hctx,
 };
 
 const struct userblk_transport userblk_ring_transport = {

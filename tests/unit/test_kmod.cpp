@@ -76,6 +76,11 @@ TEST(KmodConfig, ToUapiFillsEveryFieldAndZeroesReserved) {
     for (auto r : u.reserved) {
         EXPECT_EQ(r, 0U);
     }
+    EXPECT_EQ(u.reserved32, 0U);
+    EXPECT_EQ(u.nr_poll_queues, 0U);
+    EXPECT_EQ(to_uapi(DeviceConfig{.nr_queues = 2, .nr_poll_queues = 1}, USERBLK_MODE_RING)
+                  .nr_poll_queues,
+              1U);
     EXPECT_EQ(to_uapi(DeviceConfig{}, USERBLK_MODE_COPY).dev_id, USERBLK_DEV_ID_ANY);
 }
 
@@ -115,6 +120,12 @@ TEST(ExplainAddDev, NamesTheOffendingValue) {
     EXPECT_EQ(explain({.size = 1 << 20, .features = 1ULL << 40}),
               "unknown feature bits 0x10000000000");
     EXPECT_EQ(explain({.size = 1 << 20, .dev_id = 5000}), "device id 5000 is not below 1024");
+    EXPECT_EQ(explain({.size = 1 << 20, .nr_queues = 2, .nr_poll_queues = 2}),
+              "2 poll queues of 2 queues: at least one queue must take I/O that is not polled "
+              "(raise --queues)");
+    EXPECT_EQ(explain({.size = 1 << 20, .nr_queues = 2, .nr_poll_queues = 1}),
+              "poll queues are a ring feature: the submitter reaps a ring's completions, while "
+              "the other modes complete in the daemon's write()");
 }
 
 TEST(ExplainAddDev, OtherErrnos) {

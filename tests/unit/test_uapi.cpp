@@ -22,7 +22,9 @@ static_assert(offsetof(userblk_dev_config, max_io_bytes) == 40);
 static_assert(offsetof(userblk_dev_config, timeout_ms) == 44);
 static_assert(offsetof(userblk_dev_config, state) == 48);
 static_assert(offsetof(userblk_dev_config, nr_queues_open) == 52);
-static_assert(offsetof(userblk_dev_config, reserved) == 56);
+static_assert(offsetof(userblk_dev_config, nr_poll_queues) == 56);
+static_assert(offsetof(userblk_dev_config, reserved32) == 60);
+static_assert(offsetof(userblk_dev_config, reserved) == 64);
 
 static_assert(sizeof(userblk_queue_open) == 16);
 static_assert(offsetof(userblk_queue_open, queue_id) == 4);
@@ -58,7 +60,9 @@ TEST(Uapi, StructSizesAreFixedAndMultiplesOfEight) {
 
 TEST(Uapi, FieldOffsets) {
     EXPECT_EQ(offsetof(userblk_dev_config, size), 16U);
-    EXPECT_EQ(offsetof(userblk_dev_config, reserved), 56U);
+    EXPECT_EQ(offsetof(userblk_dev_config, nr_poll_queues), 56U);
+    EXPECT_EQ(offsetof(userblk_dev_config, reserved), 64U);
+    EXPECT_EQ(offsetof(userblk_ring_daemon_indices, flags), 4U);
     EXPECT_EQ(offsetof(userblk_io_desc, offset), 8U);
     EXPECT_EQ(offsetof(userblk_io_desc, len), 16U);
     EXPECT_EQ(offsetof(userblk_io_cpl, result), 8U);

@@ -25,9 +25,12 @@
 #include <cstring>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <liburing.h>
 
 #include <uapi/userblk.h>
 
@@ -45,7 +48,9 @@ TEST_F(ControlTest, AddDevRejectsEveryBadField) {
     } cases[] = {
         {"abi version", [](userblk_dev_config& c) { c.abi_version = 99; }},
         {"unknown feature", [](userblk_dev_config& c) { c.features = 1ull << 40; }},
-        {"reserved", [](userblk_dev_config& c) { c.reserved[3] = 1; }},
+        {"reserved", [](userblk_dev_config& c) { c.reserved[2] = 1; }},
+        {"reserved32", [](userblk_dev_config& c) { c.reserved32 = 1; }},
+        {"poll queues, all of them", [](userblk_dev_config& c) { c.nr_poll_queues = c.nr_queues; }},
         {"output field", [](userblk_dev_config& c) { c.state = 2; }},
         {"dev id", [](userblk_dev_config& c) { c.dev_id = USERBLK_MAX_DEVICES; }},
         {"block size 1000", [](userblk_dev_config& c) { c.logical_block_size = 1000; }},
@@ -582,8 +587,14 @@ protected:
                          << g_transport;
         ControlTest::SetUp();
         cfg_ = good_config(USERBLK_MODE_RING);
+        configure(cfg_);
         ASSERT_EQ(add(cfg_), 0);
-        q_ = Fd(open_queue(cfg_.dev_id, 0));
+        // The queue served here is the last; the others stay open, unserved.
+        for (uint32_t i = 0; i + 1 < cfg_.nr_queues; i++) {
+            others_.emplace_back(open_queue(cfg_.dev_id, uint16_t(i)));
+            ASSERT_GE(others_.back().get(), 0);
+        }
+        q_ = Fd(open_queue(cfg_.dev_id, uint16_t(cfg_.nr_queues - 1)));
         ASSERT_GE(q_.get(), 0);
         ASSERT_EQ(xioctl(q_.get(), USERBLK_IOC_RING_LAYOUT, &l_), 0);
         area_ = map_ring_area(q_.get(), l_);
@@ -599,6 +610,9 @@ protected:
         unmap();
         ControlTest::TearDown();
     }
+
+    // A fixture's changes to the device it adds.
+    virtual void configure(userblk_dev_config&) {}
 
     void unmap() {
         if (area_ != nullptr)
@@ -651,6 +665,7 @@ protected:
 
     userblk_dev_config cfg_{};
     userblk_ring_layout l_{};
+    std::vector<Fd> others_;
     Fd q_;
     char* area_ = nullptr;
     uint32_t sq_head_ = 0;
@@ -892,6 +907,226 @@ TEST_F(RingQueueTest, AStoppedDeviceFailsEnterWithEnodevAndPollsHup) {
     pollfd p{q_.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 0), 1);
     EXPECT_TRUE(p.revents & POLLHUP);
+}
+
+// A device with a poll queue (the last of two), served here by a "daemon" that spins on the
+// ring as --spin-us does: I/O submitted with io_uring IOPOLL goes to it, and the submitter's
+// blk-mq poll reaps the completion ring.
+class RingPollTest : public RingQueueTest {
+protected:
+    static constexpr uint32_t kTimeoutMs = 1500;
+
+    void configure(userblk_dev_config& c) override {
+        c.nr_queues = 2;
+        c.nr_poll_queues = 1;
+        c.timeout_ms = kTimeoutMs;
+    }
+
+    void SetUp() override {
+        RingQueueTest::SetUp();
+        if (IsSkipped() || HasFatalFailure())
+            return;
+        ASSERT_EQ(cfg_.nr_poll_queues, 1u) << "ADD_DEV kept no poll queue";
+    }
+
+    uint32_t flags() { return std::atomic_ref(didx()->flags).load(std::memory_order_relaxed); }
+    void set_flags(uint32_t v) {
+        std::atomic_ref(didx()->flags).store(v, std::memory_order_seq_cst);
+    }
+
+    // A polled read or write (io_uring with IORING_SETUP_IOPOLL, as fio --hipri) on another
+    // thread: its result, or -errno.
+    std::future<ssize_t> polled_io(bool write, off_t off, void* buf, size_t len = kBlock) {
+        return std::async(std::launch::async, [this, write, off, buf, len]() -> ssize_t {
+            int fd = ::open(path_.c_str(), (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+            if (fd < 0)
+                return -errno;
+            io_uring ring;
+            int r = io_uring_queue_init(4, &ring, IORING_SETUP_IOPOLL);
+            if (r < 0) {
+                ::close(fd);
+                return r;
+            }
+            io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+            if (write)
+                io_uring_prep_write(sqe, fd, buf, unsigned(len), off);
+            else
+                io_uring_prep_read(sqe, fd, buf, unsigned(len), off);
+            ssize_t res = io_uring_submit(&ring);
+            if (res == 1) {
+                io_uring_cqe* cqe = nullptr;
+                res = io_uring_wait_cqe(&ring, &cqe);
+                if (res == 0) {
+                    res = cqe->res;
+                    io_uring_cqe_seen(&ring, cqe);
+                }
+            } else if (res >= 0) {
+                res = -EAGAIN;
+            }
+            io_uring_queue_exit(&ring);
+            ::close(fd);
+            return res;
+        });
+    }
+
+    // Spins on sq_tail (no poll(), no syscall) for up to 10 s; takes the request.
+    std::optional<userblk_io_desc> spin_for_request() {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (load(kidx()->sq_tail) == sq_head_) {
+            if (std::chrono::steady_clock::now() > deadline)
+                return std::nullopt;
+        }
+        userblk_io_desc d{};
+        auto* sq = reinterpret_cast<userblk_io_desc*>(area_ + l_.sq_off);
+        std::memcpy(&d, &sq[sq_head_ & (l_.sq_entries - 1)], sizeof(d));
+        store(didx()->sq_head, ++sq_head_);
+        return d;
+    }
+
+    // Publishes one completion without RING_ENTER: the poller must take it.
+    void publish(const userblk_io_cpl& c) {
+        auto* cq = reinterpret_cast<userblk_io_cpl*>(area_ + l_.cq_off);
+        std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &c, sizeof(c));
+        store(didx()->cq_tail, ++cq_tail_);
+    }
+
+    uint64_t counter(const char* name) {
+        std::string p = "/sys/block/" USERBLK_DISK_PREFIX + std::to_string(cfg_.dev_id) +
+                        "/userblk/" + name;
+        FILE* f = std::fopen(p.c_str(), "r");
+        if (f == nullptr) {
+            ADD_FAILURE() << p << ": " << std::strerror(errno);
+            return 0;
+        }
+        unsigned long long v = 0;
+        EXPECT_EQ(std::fscanf(f, "%llu", &v), 1) << p;
+        std::fclose(f);
+        return v;
+    }
+};
+
+TEST_F(RingPollTest, TheFlagStartsSetAndAWaitWithItClearIsRefused) {
+    EXPECT_EQ(flags(), (uint32_t)USERBLK_RING_NEED_WAKEUP)
+        << "a daemon that knows nothing of spinning must be woken";
+    set_flags(0);
+    uint64_t before = rejected();
+    EXPECT_EQ(enter(USERBLK_RING_ENTER_WAIT), -EINVAL) << "nothing would wake this wait";
+    EXPECT_EQ(rejected(), before + 1);
+    EXPECT_EQ(enter(0), 0) << "a RING_ENTER that does not wait is fine";
+    set_flags(USERBLK_RING_NEED_WAKEUP);
+    auto waiter = std::async(std::launch::async, [this] { return enter(USERBLK_RING_ENTER_WAIT); });
+    EXPECT_EQ(waiter.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+    AlignedBlock dst;
+    auto io = polled_io(false, 0, dst.data);
+    ASSERT_EQ(waiter.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "a sleeper with NEED_WAKEUP set was not woken";
+    EXPECT_EQ(waiter.get(), 1);
+    auto d = spin_for_request();
+    ASSERT_TRUE(d);
+    publish(answer(*d));
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_EQ(io.get(), (ssize_t)kBlock);
+}
+
+TEST_F(RingPollTest, APolledReadIsReapedByItsSubmitterWithoutASyscallOrWakeup) {
+    set_flags(0); // spinning
+    uint64_t wakeups = counter("daemon_wakeups"), skipped = counter("daemon_wakeups_skipped");
+    uint64_t polled = counter("poll_completions");
+    for (int i = 0; i < 20; i++) {
+        AlignedBlock dst;
+        auto io = polled_io(false, off_t(i) * 4096, dst.data);
+        auto d = spin_for_request();
+        ASSERT_TRUE(d) << "request " << i << " never reached the ring";
+        ASSERT_EQ(d->op, USERBLK_OP_READ);
+        std::memset(buf(d->tag), 0x30 + i, kBlock);
+        publish(answer(*d)); // no RING_ENTER: only the submitter's poll can take it
+        ASSERT_EQ(io.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+            << "the poller did not reap the completion ring";
+        ASSERT_EQ(io.get(), (ssize_t)kBlock);
+        EXPECT_EQ(dst.data[kBlock - 1], char(0x30 + i));
+    }
+    EXPECT_EQ(load(kidx()->cq_head), cq_tail_) << "every completion was taken";
+    EXPECT_EQ(counter("poll_completions") - polled, 20u);
+    EXPECT_EQ(counter("daemon_wakeups"), wakeups) << "a spinning daemon was woken";
+    EXPECT_EQ(counter("daemon_wakeups_skipped") - skipped, 20u);
+}
+
+TEST_F(RingPollTest, ADaemonThatStopsSpinningWithoutTheFlagIsCaughtByTheTimeout) {
+    set_flags(0);
+    AlignedBlock dst;
+    auto t0 = std::chrono::steady_clock::now();
+    auto io = polled_io(false, 0, dst.data);
+    ASSERT_TRUE(spin_for_request()); // taken, then never answered, the flag left clear
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(30)), std::future_status::ready)
+        << "a polled request of a silent daemon hangs";
+    EXPECT_LT(io.get(), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(kTimeoutMs * 6));
+    EXPECT_EQ(state_of(cfg_.dev_id), (uint32_t)USERBLK_STATE_DEAD);
+}
+
+TEST_F(RingPollTest, ALyingCompletionTailWhilePolledIsRefusedAndTheRequestTimesOut) {
+    set_flags(0);
+    AlignedBlock dst;
+    auto io = polled_io(false, 0, dst.data);
+    auto d = spin_for_request();
+    ASSERT_TRUE(d);
+    auto* cq = reinterpret_cast<userblk_io_cpl*>(area_ + l_.cq_off);
+    userblk_io_cpl good = answer(*d);
+    std::memcpy(&cq[cq_tail_ & (l_.cq_entries - 1)], &good, sizeof(good));
+    uint64_t before = rejected();
+    store(didx()->cq_tail, cq_tail_ + l_.cq_entries + 1); // far ahead: a lie
+    ASSERT_EQ(io.wait_for(std::chrono::seconds(30)), std::future_status::ready)
+        << "a lying completion tail hangs the poller";
+    EXPECT_LT(io.get(), 0) << "the request completed through a lying tail";
+    EXPECT_GT(rejected(), before) << "the poller did not refuse the tail";
+    EXPECT_EQ(load(kidx()->cq_head), cq_tail_) << "the poller took entries behind a lie";
+    EXPECT_EQ(state_of(cfg_.dev_id), (uint32_t)USERBLK_STATE_DEAD);
+}
+
+TEST_F(RingPollTest, AnAnswerNobodyPolledIsTakenAtTheTimeoutNotFailed) {
+    // The submitter submits polled I/O and does not poll for a while; the daemon answers in
+    // time. The timeout reaps the ring before it calls the request lost.
+    int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    io_uring ring;
+    ASSERT_EQ(io_uring_queue_init(4, &ring, IORING_SETUP_IOPOLL), 0);
+    AlignedBlock dst;
+    io_uring_prep_read(io_uring_get_sqe(&ring), fd, dst.data, kBlock, 0);
+    ASSERT_EQ(io_uring_submit(&ring), 1);
+    set_flags(0);
+    auto d = spin_for_request();
+    ASSERT_TRUE(d);
+    std::memset(buf(d->tag), 0x77, kBlock);
+    publish(answer(*d));
+    std::this_thread::sleep_for(std::chrono::milliseconds(kTimeoutMs * 2 + 1000));
+    EXPECT_EQ(load(kidx()->cq_head), cq_tail_) << "the timeout did not reap the answer";
+    EXPECT_EQ(state_of(cfg_.dev_id), (uint32_t)USERBLK_STATE_LIVE)
+        << "an answered request was taken for a lost one";
+    io_uring_cqe* cqe = nullptr;
+    ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+    EXPECT_EQ(cqe->res, (int)kBlock);
+    io_uring_cqe_seen(&ring, cqe);
+    EXPECT_EQ(dst.data[0], 0x77);
+    io_uring_queue_exit(&ring);
+    ::close(fd);
+}
+
+TEST_F(RingPollTest, PollQueuesAreForRingAndLeaveADefaultQueue) {
+    userblk_dev_config c = good_config(USERBLK_MODE_RING);
+    c.nr_queues = 2;
+    c.nr_poll_queues = 2;
+    EXPECT_EQ(add_expect_error(c), -EINVAL) << "every queue a poll queue";
+    c.nr_queues = 1;
+    c.nr_poll_queues = 1;
+    EXPECT_EQ(add_expect_error(c), -EINVAL) << "a single queue, polled";
+    c = good_config(USERBLK_MODE_COPY);
+    c.nr_queues = 2;
+    c.nr_poll_queues = 1;
+    EXPECT_EQ(add_expect_error(c), -EINVAL) << "poll queues for copy";
+    c = good_config(USERBLK_MODE_RING);
+    c.nr_queues = 2;
+    c.reserved32 = 1;
+    EXPECT_EQ(add_expect_error(c), -EINVAL) << "reserved32";
 }
 
 } // namespace

@@ -710,10 +710,18 @@ private:
                 c.state = static_cast<uint32_t>(v);
                 break;
             case 11:
-                c.nr_queues_open = static_cast<uint32_t>(v);
+                if (r_.chance(50)) {
+                    c.nr_poll_queues = static_cast<uint32_t>(r_.chance(50) ? r_.below(4) : v);
+                } else {
+                    c.nr_queues_open = static_cast<uint32_t>(v);
+                }
                 break;
             case 12:
-                c.reserved[r_.below(4)] = v;
+                if (r_.chance(25)) {
+                    c.reserved32 = static_cast<uint32_t>(v);
+                } else {
+                    c.reserved[r_.below(3)] = v;
+                }
                 break;
             case 13:
                 c.timeout_ms = 0;

@@ -147,6 +147,7 @@ userblk_dev_config to_uapi(const DeviceConfig& cfg, std::uint32_t mode) noexcept
     c.size = cfg.size;
     c.features = cfg.features;
     c.nr_queues = cfg.nr_queues;
+    c.nr_poll_queues = cfg.nr_poll_queues;
     c.queue_depth = cfg.queue_depth;
     c.max_io_bytes = cfg.max_io_bytes;
     c.timeout_ms = cfg.timeout_ms;
@@ -160,6 +161,7 @@ DeviceInfo info_from_uapi(const userblk_dev_config& cfg) {
     info.size = cfg.size;
     info.block_size = cfg.logical_block_size;
     info.nr_queues = cfg.nr_queues;
+    info.nr_poll_queues = cfg.nr_poll_queues;
     info.queue_depth = cfg.queue_depth;
     info.max_io_bytes = cfg.max_io_bytes;
     info.timeout_ms = cfg.timeout_ms;
@@ -218,6 +220,14 @@ std::string explain_add_dev(int err, const userblk_dev_config& cfg, std::string_
     if (cfg.nr_queues < 1 || cfg.nr_queues > USERBLK_MAX_QUEUES) {
         return "queues " + n(cfg.nr_queues) + " is outside 1.." + n(USERBLK_MAX_QUEUES);
     }
+    if (cfg.nr_poll_queues >= cfg.nr_queues) {
+        return n(cfg.nr_poll_queues) + " poll queues of " + n(cfg.nr_queues) +
+               " queues: at least one queue must take I/O that is not polled (raise --queues)";
+    }
+    if (cfg.nr_poll_queues != 0 && cfg.mode != USERBLK_MODE_RING) {
+        return "poll queues are a ring feature: the submitter reaps a ring's completions, while "
+               "the other modes complete in the daemon's write()";
+    }
     if (cfg.queue_depth < 1 || cfg.queue_depth > USERBLK_MAX_DEPTH) {
         return "depth " + n(cfg.queue_depth) + " is outside 1.." + n(USERBLK_MAX_DEPTH);
     }
@@ -239,6 +249,9 @@ std::string explain_add_dev(int err, const userblk_dev_config& cfg, std::string_
         if (r != 0) {
             return "reserved fields are not zero";
         }
+    }
+    if (cfg.reserved32 != 0) {
+        return "reserved fields are not zero";
     }
     return {};
 }

@@ -127,6 +127,14 @@ enum userblk_state {
  * size <= LLONG_MAX, FUA only with FLUSH. blk-mq serves no more hardware
  * queues than there are possible CPUs: ADD_DEV lowers nr_queues to that
  * number, and the daemon opens the queues the reply names.
+ *
+ * nr_poll_queues (ring only; 0 for the others) makes the last nr_poll_queues
+ * of the nr_queues poll queues (HCTX_TYPE_POLL): they take only polled I/O
+ * (io_uring IOPOLL, RWF_HIPRI), and blk-mq reaps their completion rings from
+ * the submitter's context, so a daemon that spins on the ring (see
+ * USERBLK_RING_NEED_WAKEUP) serves them without a system call or a wake-up
+ * per request. At least one queue stays a default one; ADD_DEV lowers the
+ * default and the poll queues each to the CPUs.
  */
 struct userblk_dev_config {
 	__u32 abi_version;		/* in: USERBLK_ABI_VERSION */
@@ -141,7 +149,9 @@ struct userblk_dev_config {
 	__u32 timeout_ms;		/* request timeout */
 	__u32 state;			/* out: enum userblk_state */
 	__u32 nr_queues_open;		/* out: queues with a daemon attached */
-	__u64 reserved[4];		/* must be zero */
+	__u32 nr_poll_queues;		/* of nr_queues, the last ones are polled */
+	__u32 reserved32;		/* must be zero */
+	__u64 reserved[3];		/* must be zero */
 };
 
 /* OPEN_QUEUE: returns a new fd (close-on-exec) bound to one queue. */
@@ -278,7 +288,8 @@ struct userblk_ring_kernel_indices {
 
 struct userblk_ring_daemon_indices {
 	__u32 sq_head;			/* next request to consume */
-	__u32 pad0[15];			/* own cache line */
+	__u32 flags;			/* USERBLK_RING_NEED_WAKEUP */
+	__u32 pad0[14];			/* own cache line */
 	__u32 cq_tail;			/* next completion slot to fill */
 	__u32 pad1[15];
 };
@@ -299,6 +310,19 @@ struct userblk_ring_layout {
 };
 
 #define USERBLK_RING_ENTER_WAIT		(1U << 0)
+
+/*
+ * In the daemon's flags: it may sleep, so the kernel must wake it when it
+ * publishes a request. A daemon that spins on sq_tail clears the flag while
+ * it spins, and the kernel then publishes without a wake-up; before it sleeps
+ * (RING_ENTER with WAIT, or poll()) it sets the flag, issues a full fence and
+ * reads sq_tail once more, as the kernel publishes sq_tail, issues a full
+ * fence and reads the flag: one of the two sees the other. The flag starts
+ * set. RING_ENTER with WAIT and the flag clear fails with EINVAL (no one
+ * would wake the daemon); a daemon that stops spinning without the flag and
+ * without sleeping serves nothing, and its requests time out.
+ */
+#define USERBLK_RING_NEED_WAKEUP	(1U << 0)
 
 #define USERBLK_IOC_RING_LAYOUT	_IOR(USERBLK_IOC_MAGIC, 0x10, struct userblk_ring_layout)
 #define USERBLK_IOC_RING_ENTER	_IO(USERBLK_IOC_MAGIC, 0x11)	/* arg: USERBLK_RING_ENTER_* */
