@@ -68,6 +68,8 @@ struct AddOptions {
     std::optional<std::string> features; ///< nullopt: what the backend serves
     std::optional<std::uint32_t> id;
     std::string poll_us = "0";
+    std::string spin_us = "0";
+    std::uint32_t poll_queues = 0;
     std::string lend = "off";
     std::string socket = "unix";
     bool daemon = false;
@@ -158,6 +160,31 @@ int cmd_add(const AddOptions& o) {
         return fail(kExitUsage, "--poll-us: the " + std::string(launch.transport->name) +
                                     " transport does not poll; transports that poll: " +
                                     polling_transport_names());
+    }
+    auto spin_us = parse_poll_us(o.spin_us);
+    if (!spin_us) {
+        return fail(kExitUsage, "invalid --spin-us '" + o.spin_us +
+                                    "': expected a whole number of microseconds from 0 to " +
+                                    std::to_string(kMaxPollUs));
+    }
+    const Capabilities caps = describe_transport(*launch.transport);
+    if (*spin_us != 0 && caps.get("spin") != "1") {
+        return fail(kExitUsage, "--spin-us: the " + std::string(launch.transport->name) +
+                                    " transport has no daemon that spins without system calls "
+                                    "(spin=1 in --dump-transport: ring)");
+    }
+    if (*spin_us != 0 && *poll_us != 0) {
+        return fail(kExitUsage, "--spin-us and --poll-us are two ways to poll: choose one");
+    }
+    if (o.poll_queues != 0 && caps.get("poll_queues") != "1") {
+        return fail(kExitUsage, "--poll-queues: the " + std::string(launch.transport->name) +
+                                    " transport has no poll queues (poll_queues=1 in "
+                                    "--dump-transport: ring)");
+    }
+    if (o.poll_queues != 0 && o.poll_queues >= o.queues) {
+        return fail(kExitUsage, "--poll-queues " + std::to_string(o.poll_queues) +
+                                    " of --queues " + std::to_string(o.queues) +
+                                    ": at least one queue must take I/O that is not polled");
     }
     if (o.lend != "on" && o.lend != "off") {
         return fail(kExitUsage, "invalid --lend '" + o.lend + "': expected on or off");
@@ -255,6 +282,8 @@ int cmd_add(const AddOptions& o) {
     launch.cfg.timeout_ms = o.timeout_ms;
     launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
     launch.cfg.poll_us = *poll_us;
+    launch.cfg.spin_us = *spin_us;
+    launch.cfg.nr_poll_queues = o.poll_queues;
     launch.cfg.socket = *socket;
     // The daemon changes to /: make paths absolute first.
     std::error_code ec;
@@ -549,6 +578,18 @@ int run(int argc, char** argv) {
     add->add_option("--poll-us", add_opts.poll_us,
                     "Busy-poll: spin up to N microseconds on the queue before sleeping, for "
                     "transports that poll (polling=1 in --dump-transport); 0: never")
+        ->capture_default_str()
+        ->option_text("N");
+    add->add_option("--spin-us", add_opts.spin_us,
+                    "Spin on the submission ring without system calls, sleeping after N "
+                    "microseconds idle; the kernel wakes the daemon only then (spin=1 in "
+                    "--dump-transport: ring); 0: never")
+        ->capture_default_str()
+        ->option_text("N");
+    add->add_option("--poll-queues", add_opts.poll_queues,
+                    "Of --queues, make the last N poll queues, which take only polled I/O "
+                    "(io_uring IOPOLL, RWF_HIPRI; fio --hipri) and whose completions the "
+                    "submitter reaps (poll_queues=1 in --dump-transport: ring)")
         ->capture_default_str()
         ->option_text("N");
     add->add_option("--lend", add_opts.lend,

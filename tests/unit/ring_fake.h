@@ -55,6 +55,7 @@ public:
         : base_(area), l_(l), sq_tail_(start), cq_head_(start), outstanding_(l.nr_bufs),
           gens_(l.nr_bufs) {
         didx().sq_head = kidx().sq_tail = kidx().cq_head = didx().cq_tail = start;
+        didx().flags = USERBLK_RING_NEED_WAKEUP; // as ring_init_queue() leaves it
     }
 
     /// queue_rq: copies a WRITE's data into the tag's buffer, writes the entry, publishes it.
@@ -107,6 +108,9 @@ public:
     long enter(unsigned flags) noexcept override {
         std::lock_guard lock(mutex_);
         calls.push_back(flags);
+        const std::uint32_t daemon_flags =
+            std::atomic_ref(didx().flags).load(std::memory_order_seq_cst);
+        flags_at_enter.push_back(daemon_flags);
         if ((flags & ~USERBLK_RING_ENTER_WAIT) != 0U) {
             return -EINVAL;
         }
@@ -116,6 +120,11 @@ public:
             return -err;
         }
         if (!reap()) {
+            return -EINVAL;
+        }
+        if ((flags & USERBLK_RING_ENTER_WAIT) != 0U &&
+            (daemon_flags & USERBLK_RING_NEED_WAKEUP) == 0U) {
+            ++kidx().rejected; // nothing would wake it (ring_enter)
             return -EINVAL;
         }
         if ((flags & USERBLK_RING_ENTER_WAIT) != 0U && pending() == 0) {
@@ -128,6 +137,15 @@ public:
             arrivals.pop_front();
         }
         return pending();
+    }
+
+    /// blk-mq's poll of a poll queue (ring_poll_hctx): takes every completion published, from
+    /// the submitter's side, without the daemon. The completions it took.
+    std::size_t poll() {
+        std::lock_guard lock(mutex_);
+        std::size_t before = taken.size();
+        (void)reap();
+        return taken.size() - before;
     }
 
     [[nodiscard]] std::uint32_t pending() const {
@@ -146,6 +164,7 @@ public:
     }
 
     std::vector<unsigned> calls;                   ///< flags of every enter()
+    std::vector<std::uint32_t> flags_at_enter;     ///< the daemon's flags word at each enter()
     std::vector<TakenCompletion> taken;            ///< completions accepted, in order
     std::deque<std::vector<FakeRequest>> arrivals; ///< batches published by WAIT when idle
     /// Called for each completion accepted (e.g. to submit the next request, as fio at QD1).

@@ -194,6 +194,11 @@ struct Rig {
     }
 
     Status run() { return worker->run(std::stop_token{}); }
+    /// Whether the daemon's flags word asks the kernel to wake it.
+    bool worker_ring_needs_wakeup() const {
+        return (std::atomic_ref(kernel->didx().flags).load(std::memory_order_seq_cst) &
+                USERBLK_RING_NEED_WAKEUP) != 0U;
+    }
     std::vector<std::byte> stored(std::uint64_t off, std::size_t len) {
         std::vector<std::byte> v(len);
         EXPECT_EQ(b.backend->read(*b.queue, off, v), 0);
@@ -290,6 +295,86 @@ TEST(RingQueue, PollingPicksUpARequestWithoutASyscall) {
     EXPECT_EQ(rig.kernel->calls, (std::vector<unsigned>{0U, kWait}))
         << "the request must be seen by spinning and its completion handed over with flags 0";
     EXPECT_EQ(rig.stored(0, 4096), data);
+}
+
+/// Runs rig's worker in spin mode (spin_us, poll_queue) while a submitter publishes n QD1 reads,
+/// one after the other, and (on a poll queue) reaps each completion itself, as blk-mq's poll
+/// does. Returns the worker's result after the stop.
+Status spin_qd1(Rig& rig, std::uint32_t spin_us, bool poll_queue, int n, bool* clear_seen) {
+    rig.worker->set_spinning(spin_us, poll_queue);
+    std::atomic<int> answered{0}; // counted under the fake's lock, by whichever thread reaps
+    rig.kernel->on_complete = [&](FakeRingKernel&, const userblk_io_cpl&) { ++answered; };
+    Status result;
+    std::jthread loop([&](std::stop_token stop) { result = rig.worker->run(stop); });
+    *clear_seen = true;
+    for (int i = 0; i < n; ++i) {
+        EXPECT_TRUE(rig.kernel->publish(req(static_cast<std::uint16_t>(i % 8), USERBLK_OP_READ,
+                                            4096ULL * static_cast<unsigned>(i), 4096)));
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (answered.load() == i && std::chrono::steady_clock::now() < deadline) {
+            if (poll_queue) {
+                (void)rig.kernel->poll();
+            }
+            std::this_thread::yield();
+        }
+        EXPECT_EQ(answered.load(), i + 1) << "request " << i << " was not answered";
+        *clear_seen = *clear_seen && !rig.worker_ring_needs_wakeup();
+    }
+    loop.request_stop(); // ends the spin; the WAIT then finds the (fake) device gone
+    loop.join();
+    return result;
+}
+
+TEST(RingQueue, SpinningOnAPollQueueMakesNoSyscallPerRequest) {
+    Rig rig(8);
+    ASSERT_TRUE(rig.worker);
+    bool clear = false;
+    Status st = spin_qd1(rig, 10'000'000, true, 20, &clear);
+    EXPECT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(rig.kernel->taken.size(), 20U);
+    EXPECT_TRUE(clear) << "NEED_WAKEUP was set while the daemon spun";
+    // The submitter's poll took every completion; the only RING_ENTER is the last sleep,
+    // with NEED_WAKEUP set.
+    EXPECT_EQ(rig.kernel->calls, (std::vector<unsigned>{kWait}));
+    EXPECT_EQ(rig.kernel->flags_at_enter,
+              (std::vector<std::uint32_t>{USERBLK_RING_NEED_WAKEUP}));
+    EXPECT_EQ(rig.b.stats.completion_batches.entries.get(), 20U);
+}
+
+TEST(RingQueue, SpinningOnADefaultQueueHandsCompletionsOverWithoutSleeping) {
+    Rig rig(8);
+    ASSERT_TRUE(rig.worker);
+    bool clear = false;
+    Status st = spin_qd1(rig, 10'000'000, false, 20, &clear);
+    EXPECT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(rig.kernel->taken.size(), 20U);
+    EXPECT_TRUE(clear);
+    // One RING_ENTER(0) per completion (nobody polls a default queue), then the sleep.
+    std::vector<unsigned> want(20, 0U);
+    want.push_back(kWait);
+    EXPECT_EQ(rig.kernel->calls, want);
+    EXPECT_EQ(rig.kernel->flags_at_enter.back(), (std::uint32_t)USERBLK_RING_NEED_WAKEUP);
+    for (std::size_t i = 0; i + 1 < rig.kernel->flags_at_enter.size(); ++i) {
+        EXPECT_EQ(rig.kernel->flags_at_enter[i], 0U) << "enter " << i << " while spinning";
+    }
+}
+
+TEST(RingQueue, AnIdleSpinningDaemonSleepsWithTheFlagSetAndWakesForTheNextRequest) {
+    Rig rig(8);
+    ASSERT_TRUE(rig.worker);
+    rig.worker->set_spinning(1, true); // 1 us of idle spin: it goes to sleep at once
+    rig.kernel->arrivals.push_back({req(3, USERBLK_OP_READ, 0, 4096)});
+    rig.kernel->arrivals.push_back({req(4, USERBLK_OP_READ, 4096, 4096)});
+    Status st = rig.run();
+    EXPECT_TRUE(st.ok()) << st.message();
+    // Each arrival is "published while it sleeps" by its WAIT; the poller never came, so the
+    // next WAIT hands the completion over.
+    EXPECT_EQ(rig.kernel->taken.size(), 2U);
+    EXPECT_EQ(rig.kernel->calls, (std::vector<unsigned>{kWait, kWait, kWait}));
+    for (auto f : rig.kernel->flags_at_enter) {
+        EXPECT_EQ(f, (std::uint32_t)USERBLK_RING_NEED_WAKEUP) << "a WAIT without the flag";
+    }
+    EXPECT_EQ(rig.kernel->rejected(), 0U);
 }
 
 TEST(RingQueue, ABatchIsAnsweredByOneRingEnter) {

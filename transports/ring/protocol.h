@@ -65,6 +65,7 @@ const char* entry_check_name(EntryCheck c) noexcept;
 static_assert(std::atomic_ref<decltype(userblk_ring_kernel_indices::sq_tail)>::is_always_lock_free);
 static_assert(
     std::atomic_ref<decltype(userblk_ring_kernel_indices::rejected)>::is_always_lock_free);
+static_assert(std::atomic_ref<decltype(userblk_ring_daemon_indices::flags)>::is_always_lock_free);
 
 /// Typed access to a shared area of a layout that passed layout_problem(). The daemon's side:
 /// it loads the kernel's indices (sq_tail, cq_head) with acquire and stores its own (sq_head,
@@ -101,6 +102,18 @@ public:
     }
     [[nodiscard]] std::uint32_t cq_tail() const noexcept {
         return std::atomic_ref(didx_->cq_tail).load(std::memory_order_relaxed);
+    }
+    /// Says whether the kernel must wake us when it publishes a request
+    /// (USERBLK_RING_NEED_WAKEUP): set before sleeping, clear while spinning. Sequentially
+    /// consistent, so that our next load of sq_tail cannot pass it: the kernel publishes sq_tail
+    /// and fences before it reads the flag.
+    void set_need_wakeup(bool need) const noexcept {
+        std::atomic_ref(didx_->flags)
+            .store(need ? USERBLK_RING_NEED_WAKEUP : 0u, std::memory_order_seq_cst);
+    }
+    [[nodiscard]] bool need_wakeup() const noexcept {
+        return (std::atomic_ref(didx_->flags).load(std::memory_order_relaxed) &
+                USERBLK_RING_NEED_WAKEUP) != 0;
     }
     /// Entries and indices the kernel refused so far.
     [[nodiscard]] std::uint64_t rejected() const noexcept {

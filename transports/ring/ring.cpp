@@ -44,6 +44,15 @@ private:
         caps.set_flag("lend", false);
         caps.set("polling_mode", "--poll-us N: spin on the submission ring up to N us before "
                                  "sleeping; completions are still handed over by RING_ENTER(0)");
+        caps.set_flag("spin", true);
+        caps.set("spin_mode", "--spin-us N: spin on the submission ring with NEED_WAKEUP clear "
+                              "(the kernel publishes without a wake-up) and sleep after N us "
+                              "idle; no syscall per request on a poll queue, one RING_ENTER(0) "
+                              "per batch on a default one");
+        caps.set_flag("poll_queues", true);
+        caps.set("poll_queues_mode", "--poll-queues N: the last N queues take polled I/O "
+                                     "(io_uring IOPOLL, RWF_HIPRI) and the submitter's blk-mq "
+                                     "poll reaps their completion rings");
         caps.set("data_path", "per-tag buffers in the shared mapping: the backend reads and "
                               "writes them in place, the kernel copies them to and from the bio "
                               "pages (one copy)");
@@ -66,6 +75,9 @@ private:
         if (!worker.ok()) {
             return worker.status();
         }
+        // The last nr_poll_queues queues are poll queues (ADD_DEV).
+        const bool poll_queue = q.id + q.device.nr_poll_queues >= q.device.nr_queues;
+        worker.value()->set_spinning(config().spin_us, poll_queue);
         return std::unique_ptr<KmodQueueWorker>(std::move(worker).value());
     }
 };
@@ -401,8 +413,8 @@ void RingQueue::scribble() noexcept {
     }
 }
 
-bool RingQueue::spin(const std::stop_token& stop) const noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(poll_us_);
+bool RingQueue::spin(const std::stop_token& stop, std::uint32_t us) const noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
     do {
         for (int i = 0; i < 16; ++i) {
             if (ring_.sq_tail() != sq_head_) {
@@ -425,10 +437,14 @@ bool RingQueue::spin(const std::stop_token& stop) const noexcept {
 //       to N us and only then sleeps with RING_ENTER(WAIT) (nothing is left to hand over then).
 //       QD1 with requests arriving within N us: one syscall per request and no sleep or wake-up;
 //       an idle queue costs one RING_ENTER(WAIT) per idle period, after N us of spinning.
+//   spin mode (set_spinning): run_spinning() below.
 //
-// The kernel takes completions only in RING_ENTER, so a completion is never left waiting while
-// the loop spins or sleeps.
+// The kernel takes completions only in RING_ENTER (and, on a poll queue, in the submitter's
+// poll), so a completion is never left waiting while the loop spins or sleeps.
 Status RingQueue::run(std::stop_token stop) {
+    if (spin_us_ != 0) {
+        return run_spinning(stop);
+    }
     while (true) {
         StepStatus st = serve_available();
         if (st == StepStatus::device_gone) {
@@ -441,7 +457,7 @@ Status RingQueue::run(std::stop_token stop) {
         if (poll_us_ != 0) {
             if (unhanded_ > 0) {
                 flags = 0; // hand the completions over now, without sleeping
-            } else if (spin(stop)) {
+            } else if (spin(stop, poll_us_)) {
                 continue; // a request arrived while spinning
             }
         }
@@ -449,25 +465,83 @@ Status RingQueue::run(std::stop_token stop) {
         if (r >= 0) {
             continue;
         }
-        if (r == -ENODEV) {
-            return {}; // the device was stopped or deleted: no request will come
+        if (auto end = after_failed_enter(r, stop)) {
+            return *end;
         }
-        if (r == -EINTR) {
-            if (stop.stop_requested()) {
-                return {};
+    }
+}
+
+// Spin mode. NEED_WAKEUP is clear while the loop spins, so the kernel publishes requests without
+// waking anyone. While requests keep coming within spin_us_ the loop makes no syscall at all on a
+// poll queue (the submitter's poll reaps cq_tail) and one RING_ENTER(0) per batch of completions
+// on a default queue. After spin_us_ idle it sets NEED_WAKEUP, looks at sq_tail once more (the
+// flag's store is sequentially consistent, the kernel fences between publishing sq_tail and
+// reading the flag, so a request published meanwhile is seen by one side or the other) and
+// sleeps in RING_ENTER(WAIT), which also hands over any completion the submitter has not polled.
+Status RingQueue::run_spinning(std::stop_token stop) {
+    ring_.set_need_wakeup(false);
+    while (true) {
+        StepStatus st = serve_available();
+        if (st == StepStatus::device_gone) {
+            return {};
+        }
+        if (st == StepStatus::failed) {
+            return error_;
+        }
+        if (unhanded_ > 0) {
+            if (poll_queue_) {
+                // Published for the submitter's poll: no syscall hands them over.
+                QueueStats::count_batch(q_.stats.completion_batches, unhanded_);
+                unhanded_ = 0;
+            } else {
+                long r = enter(0);
+                if (r < 0) {
+                    if (auto end = after_failed_enter(r, stop)) {
+                        return *end;
+                    }
+                }
+                continue;
             }
+        }
+        if (spin(stop, spin_us_)) {
             continue;
         }
-        const std::string what = "ring: RING_ENTER on queue " + std::to_string(q_.id) + " failed";
-        if (r == -EINVAL) {
-            q_.stats.protocol_errors.add();
-            return Status::from_errno(EINVAL, what,
-                                      "the kernel refused the completion tail " +
-                                          std::to_string(cq_tail_) + " (its head " +
-                                          std::to_string(ring_.cq_head()) + ")");
+        ring_.set_need_wakeup(true);
+        if (ring_.sq_tail() != sq_head_) {
+            ring_.set_need_wakeup(false);
+            continue;
         }
-        return Status::from_errno(static_cast<int>(-r), what);
+        long r = enter(USERBLK_RING_ENTER_WAIT);
+        ring_.set_need_wakeup(false);
+        if (r >= 0) {
+            continue;
+        }
+        if (auto end = after_failed_enter(r, stop)) {
+            return *end;
+        }
     }
+}
+
+std::optional<Status> RingQueue::after_failed_enter(long r, const std::stop_token& stop) {
+    if (r == -ENODEV) {
+        return Status{}; // the device was stopped or deleted: no request will come
+    }
+    if (r == -EINTR) {
+        if (stop.stop_requested()) {
+            return Status{};
+        }
+        return std::nullopt;
+    }
+    const std::string what = "ring: RING_ENTER on queue " + std::to_string(q_.id) + " failed";
+    if (r == -EINVAL) {
+        q_.stats.protocol_errors.add();
+        return Status::from_errno(EINVAL, what,
+                                  "the kernel refused the completion tail " +
+                                      std::to_string(cq_tail_) + " (its head " +
+                                      std::to_string(ring_.cq_head()) +
+                                      ")");
+    }
+    return Status::from_errno(static_cast<int>(-r), what);
 }
 
 } // namespace ring

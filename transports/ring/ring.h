@@ -60,6 +60,16 @@ public:
                                                      std::uint32_t poll_us,
                                                      const FaultConfig& fault = {});
 
+    /// Spin mode: serve without system calls while requests keep coming, spinning on sq_tail
+    /// with NEED_WAKEUP clear, and sleep in RING_ENTER(WAIT) only after spin_us idle. On a poll
+    /// queue (poll_queue) the submitter's blk-mq poll takes the completions, so none is handed
+    /// over by a syscall; on a default queue a RING_ENTER(0) per batch still hands them over.
+    /// Call before run(); spin_us 0 leaves the wait or poll mode of create().
+    void set_spinning(std::uint32_t spin_us, bool poll_queue) noexcept {
+        spin_us_ = spin_us;
+        poll_queue_ = poll_queue;
+    }
+
     /// Serves until RING_ENTER fails with ENODEV (the device is dead, e.g. stopped or deleted),
     /// or a fatal error. See ring.cpp for the loop and its syscalls per request.
     Status run(std::stop_token stop) override;
@@ -80,8 +90,13 @@ private:
 
     /// RING_ENTER with flags; counts it, the completions it handed over and the kernel's refusals.
     long enter(unsigned flags) noexcept;
-    /// Spins on sq_tail for up to poll_us_; true if a request arrived.
-    bool spin(const std::stop_token& stop) const noexcept;
+    /// Spins on sq_tail for up to us; true if a request arrived.
+    bool spin(const std::stop_token& stop, std::uint32_t us) const noexcept;
+    /// run() in spin mode.
+    Status run_spinning(std::stop_token stop);
+    /// What run() does with a failed RING_ENTER: {} to end successfully, an error to fail,
+    /// nullopt to go on.
+    std::optional<Status> after_failed_enter(long r, const std::stop_token& stop);
     /// Runs one valid request on the backend, in its buffer; the completion result.
     int run_request(const userblk_io_desc& d) noexcept;
     /// Answers a request entry that failed check_request(); the completion result.
@@ -100,6 +115,8 @@ private:
     SharedRing ring_;
     std::unique_ptr<RingKernel> kernel_;
     std::uint32_t poll_us_;
+    std::uint32_t spin_us_ = 0;
+    bool poll_queue_ = false;
     std::uint32_t sq_head_;      ///< ours; the shared copy is for the kernel
     std::uint32_t cq_tail_;      ///< ours
     std::uint32_t cq_head_seen_; ///< the kernel's cq_head when last loaded
