@@ -49,6 +49,7 @@ help:
 	@echo "make sweep       the runs behind the paper: every transport, paper sets (~80 min)"
 	@echo "make slots       a pipe per slot at scale: pipe against splice, queues x depth"
 	@echo "make lend        lending against copying: forwarded and O_DIRECT-file writes"
+	@echo "make poll        queue depth 1 without a wake-up: ring's polled variants, ublk, null_blk"
 	@echo "make compare A=<run> B=<run>   per-cell ratios of two runs"
 	@echo "make micro       microbenchmarks of the primitives into results/micro/ (PLATFORM=vm: in the VM)"
 	@echo "make figures     every figure of plots/ into paper/figures/, from results/reference/"
@@ -143,6 +144,18 @@ LEND_WORKLOADS ?= lend
 lend: deps build
 	@harness/bench --transport "$(LEND_TRANSPORTS)" --backend "$(LEND_BACKENDS)" \
 		--workloads "$(LEND_WORKLOADS)" --runtime 4 --ramp 1 --platform "$(PLATFORM)" \
+		--build "$(BUILD)" --reps $(or $(REPS),5)
+
+# make poll: polled completions (docs/polling.md): 4 KiB random I/O at QD1, plain and polled
+# (fio hipri), and polled reads at QD32 and QD128, for ring, ring busy-polling (--poll-us),
+# ring spinning without system calls (--spin-us), the fully polled ring (poll queues and a
+# spinning daemon), ublk and null_blk; 5 repetitions unless REPS says otherwise.
+.PHONY: poll
+POLL_TRANSPORTS ?= ring,ring:poll-us=50,ring:spin-us=2000,ring:poll-queues=1:spin-us=2000,ublk,null_blk
+POLL_WORKLOADS ?= poll
+poll: deps build
+	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend null \
+		--workloads "$(POLL_WORKLOADS)" --platform "$(PLATFORM)" \
 		--build "$(BUILD)" --reps $(or $(REPS),5)
 
 # make compare A=results/runs/<run-id> B=results/runs/<run-id>

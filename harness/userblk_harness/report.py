@@ -47,6 +47,19 @@ def _nonzero(rows, key):
     return any((r.get(key) or 0) > 0 for r in rows if r["status"] in ("ok", "partial"))
 
 
+def polls(row):
+    """Who spins in a row's cell, for the table's "polls" column: "fio" for polled I/O (a
+    -hipri workload: fio spins in blk-mq's poll), "daemon" for a transport variant whose daemon
+    spins (ring's --spin-us or --poll-us), "fio+daemon" for both, "" for neither. A polled
+    row's latency is bought with busy cores: the table shows them beside it."""
+    workload = row.get("workload") or ""
+    options = (row.get("transport") or "").split(":")[1:]
+    fio = workload.endswith("-hipri")
+    daemon = any(o.split("=", 1)[0] in ("spin-us", "poll-us") and not o.endswith("=0")
+                 for o in options)
+    return "+".join(w for w, on in (("fio", fio), ("daemon", daemon)) if on)
+
+
 def table(rows, meta=None, summary=None):
     """One line per (transport, backend, workload): medians, IOPS spread, ratio to null_blk.
 
@@ -69,6 +82,9 @@ def table(rows, meta=None, summary=None):
     head += ["kcopy user+kernel B/IO"] if kcopy else []
     lent = _nonzero(rows, "kernel_lent_bytes_per_io_median")
     head += ["lent B/IO"] if lent else []
+    # Polled rows: who spins, the cores that costs, and the daemon's syscalls per request.
+    polled = any(polls(r) for r in rows)
+    head += ["polls", "busy cores", "daemon sys/req"] if polled else []
     lines = []
     for r in rows:
         if r["status"] in ("ok", "partial"):
@@ -96,6 +112,9 @@ def table(rows, meta=None, summary=None):
                              else f"{_f(user, 0)}+{_f(kern, 0)}")
             if lent:
                 cells.append(_f(r.get("kernel_lent_bytes_per_io_median"), 0))
+            if polled:
+                cells += [polls(r) or "-", _f(r.get("cpu_busy_cores_median"), 2),
+                          _f(r.get("daemon_syscalls_per_request_median"), 2)]
             if r["status"] == "partial":
                 cells.append(f"[{r['reps']}/{r['reps_planned']} reps ok]")
         else:

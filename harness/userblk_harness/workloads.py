@@ -1,7 +1,8 @@
 """Workloads: names, the fio job file each runs, and the named sets.
 
-A workload name says everything fio needs: <rw>-<bs>-qd<N>[-j<jobs>], for example
-randread-4k-qd1, randread-4k-qd32-j2, write-1m-qd4, randrw70-4k-qd16, verify-4k-qd16.
+A workload name says everything fio needs: <rw>-<bs>-qd<N>[-j<jobs>][-hipri], for example
+randread-4k-qd1, randread-4k-qd32-j2, write-1m-qd4, randrw70-4k-qd16, verify-4k-qd16,
+randread-4k-qd1-hipri (polled I/O: io_uring with IORING_SETUP_IOPOLL, fio's hipri).
 A few workloads that do not fit that pattern have names of their own (NAMED, e.g.
 write-1m-seq-verify). The job files in workloads/ are parameterised with ${VAR}; this
 module maps a name to its file, section and variables. Sets (workloads/<name>.set) list
@@ -20,7 +21,7 @@ RW_KINDS = ("randread", "randwrite", "read", "write", "randrw<P>", "verify")
 VERIFY_SIZE = "32M"  # bytes each verify job writes and checks
 
 _NAME_RE = re.compile(r"^(?P<rw>[a-z]+(?:\d{1,2})?)-(?P<bs>\d+[km]?)-qd(?P<qd>\d+)"
-                      r"(?:-j(?P<jobs>\d+))?$")
+                      r"(?:-j(?P<jobs>\d+))?(?P<hipri>-hipri)?$")
 
 # Workloads with names of their own: name -> (rw, bs, iodepth, jobs, section of verify.fio,
 # bytes per job: "device" for the whole device).
@@ -46,6 +47,7 @@ class Workload:
     jobs: int
     section: str = None   # the job file's section, where the name alone does not say it
     size: str = None      # bytes each job moves: "device" (the whole device); None: default
+    hipri: bool = False   # polled I/O (fio hipri: io_uring IOPOLL), randread/randwrite only
 
     @property
     def time_based(self):
@@ -80,6 +82,7 @@ class Workload:
             "IODEPTH": str(self.iodepth),
             "NUMJOBS": str(self.jobs),
             "MIXREAD": str(self.mix_read or 0),
+            "HIPRI": "1" if self.hipri else "0",
         }
 
 
@@ -98,7 +101,7 @@ def parse(name):
     m = _NAME_RE.match(name.strip().lower())
     if not m:
         raise WorkloadError(
-            f"bad workload name {name!r}: expected <rw>-<bs>-qd<N>[-j<jobs>] with rw one of "
+            f"bad workload name {name!r}: expected <rw>-<bs>-qd<N>[-j<jobs>][-hipri] with rw one of "
             f"{', '.join(RW_KINDS)}, e.g. randread-4k-qd1, write-1m-qd4, randrw70-4k-qd16; "
             f"or one of {', '.join(NAMED)}")
     rw, bs = m.group("rw"), m.group("bs")
@@ -121,10 +124,16 @@ def parse(name):
         raise WorkloadError(f"bad workload name {name!r}: queue depth must be 1..4096")
     if not 1 <= jobs <= 64:
         raise WorkloadError(f"bad workload name {name!r}: jobs must be 1..64")
+    hipri = bool(m.group("hipri"))
+    if hipri and rw not in ("randread", "randwrite"):
+        raise WorkloadError(f"bad workload name {name!r}: -hipri (polled I/O) is for randread "
+                            "and randwrite")
     canon = f"{'randrw%d' % mix if rw == 'randrw' else rw}-{bs}-qd{qd}"
     if jobs > 1:
         canon += f"-j{jobs}"
-    return Workload(canon, rw, mix, bs, bs_bytes, qd, jobs)
+    if hipri:
+        canon += "-hipri"
+    return Workload(canon, rw, mix, bs, bs_bytes, qd, jobs, hipri=hipri)
 
 
 @dataclass

@@ -48,6 +48,17 @@ class TableColumnsTest(unittest.TestCase):
                 r.update(extra)
         return rows
 
+    def test_polls_names_who_spins(self):
+        self.assertEqual(report.polls({"transport": "ring", "workload": "randread-4k-qd1"}), "")
+        self.assertEqual(report.polls({"transport": "ring:poll-us=50",
+                                       "workload": "randread-4k-qd1"}), "daemon")
+        self.assertEqual(report.polls({"transport": "ring:poll-us=0",
+                                       "workload": "randread-4k-qd1"}), "")
+        self.assertEqual(report.polls({"transport": "null_blk",
+                                       "workload": "randread-4k-qd1-hipri"}), "fio")
+        self.assertEqual(report.polls({"transport": "ring:poll-queues=1:spin-us=2000",
+                                       "workload": "randread-4k-qd1-hipri"}), "fio+daemon")
+
     def test_plain_run_has_no_server_nor_adapter_column(self):
         text = report.table(self.rows())
         self.assertIn("fio+daemon+other", text)

@@ -29,6 +29,20 @@ class NameTest(unittest.TestCase):
         self.assertEqual(workloads.parse(" RandRead-4K-QD1 ").name, "randread-4k-qd1")
         self.assertEqual(workloads.parse("randread-4k-qd1-j1").name, "randread-4k-qd1")
 
+    def test_hipri_is_polled_io_of_random_reads_and_writes(self):
+        w = workloads.parse("randread-4k-qd1-hipri")
+        self.assertEqual((w.name, w.rw, w.iodepth, w.hipri), ("randread-4k-qd1-hipri",
+                                                              "randread", 1, True))
+        self.assertEqual(w.job()[0], workloads.parse("randread-4k-qd1").job()[0])
+        self.assertEqual(w.env("/dev/x", "256M", 4, 1)["HIPRI"], "1")
+        self.assertEqual(workloads.parse("randread-4k-qd1").env("/dev/x", "256M", 4, 1)["HIPRI"],
+                         "0")
+        self.assertEqual(workloads.parse("randwrite-4k-qd32-j2-hipri").name,
+                         "randwrite-4k-qd32-j2-hipri")
+        for bad in ("write-1m-qd4-hipri", "randrw70-4k-qd16-hipri", "randread-4k-qd1-hipri-j2"):
+            with self.assertRaises(workloads.WorkloadError, msg=bad):
+                workloads.parse(bad)
+
     def test_bad_names_say_what_is_expected(self):
         for bad in ("randread", "randread-4k", "rndread-4k-qd1", "randread-4x-qd1",
                     "randread-100-qd1", "randread-4k-qd0", "randread-4k-qd1-j0",
@@ -56,6 +70,7 @@ class NameTest(unittest.TestCase):
 
     def test_env_fills_every_variable_of_the_job_file(self):
         for name in ("randread-4k-qd1", "randread-4k-qd32-j2", "write-1m-qd4",
+                     "randread-4k-qd1-hipri", "randwrite-4k-qd128-hipri",
                      "randrw70-4k-qd16", "verify-4k-qd16", "write-1m-seq-verify"):
             w = workloads.parse(name)
             env = w.env("/dev/userblk0", "256M", 4, 1)
@@ -95,7 +110,7 @@ class NamedWorkloadTest(unittest.TestCase):
 
 class SetTest(unittest.TestCase):
     def test_sets(self):
-        self.assertEqual(workloads.set_names(), ["forward", "lend", "paper", "paper-forward", "quick"])
+        self.assertEqual(workloads.set_names(), ["forward", "lend", "paper", "paper-forward", "poll", "quick"])
         quick = workloads.load_set("quick")
         self.assertGreater(quick.runtime, 0)
         names = [w.name for w in quick.workloads]
