@@ -298,7 +298,17 @@ static int ring_poll_hctx(struct blk_mq_hw_ctx *hctx, struct io_comp_batch *iob)
 	struct ring_queue *r = ring_of(q);
 	int ret;
 
-	if (READ_ONCE(q->dead) || !mutex_trylock(&r->reap_lock))
+	if (READ_ONCE(q->dead))
+		return 0;
+	/*
+	 * Nothing published since the last reap: the poller's common case,
+	 * taken without the lock's atomics. A stale cq_head only sends us on
+	 * to the locked reap; a tail equal to a head once taken has nothing
+	 * behind it.
+	 */
+	if (READ_ONCE(r->didx->cq_tail) == data_race(READ_ONCE(r->cq_head)))
+		return 0;
+	if (!mutex_trylock(&r->reap_lock))
 		return 0;
 	ret = __ring_reap(q, r);
 	mutex_unlock(&r->reap_lock);
