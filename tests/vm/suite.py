@@ -17,6 +17,7 @@ printed).
 """
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -408,6 +409,52 @@ class TransportSuite(unittest.TestCase):
         # Per request: the polled reads made none; the default queue's requests (udev's probes,
         # the pvsync2 job's) one RING_ENTER per batch each.
         self.assertLess(calls / reqs, 0.5, f"{calls} syscalls for {reqs} requests")
+
+    def test_classic_and_hybrid_polling_settings(self):
+        """blk-mq's polling settings on a device with poll queues: queue/io_poll reads 1 and
+        a write to it changes nothing (6.1 ignores it); queue/io_poll_delay takes -1 (classic),
+        0 (adaptive hybrid) and a delay in µs and reads back what was written, and with each
+        polled reads verify and are reaped by the poll. Hybrid polling is dead code on 6.1
+        (io_uring always polls with BLK_POLL_NOSLEEP), so the poll stays classic. A device
+        without poll queues says io_poll 0 and refuses io_poll_delay for copy, pipe and splice
+        (no .poll); ring keeps .poll for its default queues and takes the setting."""
+        polled = variant_poll_queues(self.variant_args)
+        if not polled:
+            self.base_transport_only("the polling settings of a device without poll queues")
+        self.transport_property("the polling settings")
+        d = self.daemon(queues=2, depth=64)
+        self.assertEqual(sys_block(d.path, "queue/io_poll"), "1" if polled else "0")
+        delay = f"/sys/block/{os.path.basename(d.path)}/queue/io_poll_delay"
+        if not polled:
+            try:
+                with open(delay, "w") as f:
+                    f.write("0")
+                takes = True
+            except OSError as e:
+                self.assertEqual(e.errno, errno.EINVAL, f"{delay}: {e}")
+                takes = False
+            self.assertEqual(takes, self.transport == "ring",
+                             f"{delay} {'took' if takes else 'refused'} a setting")
+            self.assertEqual(d.stop(), 0)
+            return
+        with open(f"/sys/block/{os.path.basename(d.path)}/queue/io_poll", "w") as f:
+            f.write("0")
+        self.assertEqual(sys_block(d.path, "queue/io_poll"), "1", "io_poll 0 turned polling off")
+        for value in ("0", "20", "-1"):
+            with open(delay, "w") as f:
+                f.write(value)
+            self.assertEqual(sys_block(d.path, "queue/io_poll_delay"), value)
+            before = int(sys_block(d.path, "userblk/poll_completions"))
+            r = fio(f"--filename={d.path}", f"--name=poll-delay{value}", "--rw=randwrite",
+                    "--bs=4k", "--iodepth=4", "--size=8M", "--verify=crc32c", "--do_verify=1",
+                    "--verify_fatal=1")
+            ios = sum(j["write"]["total_ios"] + j["read"]["total_ios"]
+                      for j in fio_json(r)["jobs"])
+            reaped = int(sys_block(d.path, "userblk/poll_completions")) - before
+            self.assertGreaterEqual(reaped, 0.9 * ios,
+                                    f"io_poll_delay {value}: {reaped} of {ios} polled I/Os "
+                                    "reaped by the poll")
+        self.assertEqual(d.stop(), 0)
 
     def test_ext4_files_survive_remount(self):
         """Files copied onto ext4 read back the same after a remount with cold caches. Where
