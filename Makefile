@@ -106,14 +106,16 @@ bench: deps build
 
 # The runs behind the paper (docs/reproduce.md): every transport and reference on the null
 # backend with the paper set, then copy, pipe, splice, nbd and ublk forwarding to an NBD
-# server with the paper-forward set; 3 repetitions unless REPS says otherwise. About 80
-# minutes under TCG.
-# `make reference RUNS="results/runs/<a> results/runs/<b>"` then publishes them.
+# server with the paper-forward set, then make poll's matrix (polled QD1, docs/polling.md);
+# 3 repetitions unless REPS says otherwise. About 95 minutes under TCG.
+# `make reference RUNS="results/runs/<a> results/runs/<b> results/runs/<c>"` then publishes them.
 .PHONY: sweep compare
 SWEEP_ARGS = --platform "$(PLATFORM)" --build "$(BUILD)" --reps $(or $(REPS),3)
 sweep: deps build
 	@harness/bench --transport all --backend null --workloads paper $(SWEEP_ARGS)
 	@harness/bench --transport copy,pipe,splice,nbd,ublk --backend forward --workloads paper-forward \
+		$(SWEEP_ARGS)
+	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend null --workloads "$(POLL_WORKLOADS)" \
 		$(SWEEP_ARGS)
 
 # make slots: what a pipe per slot costs at scale against splice's data fd per queue
