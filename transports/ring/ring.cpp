@@ -446,12 +446,8 @@ Status RingQueue::run(std::stop_token stop) {
         return run_spinning(stop);
     }
     while (true) {
-        StepStatus st = serve_available();
-        if (st == StepStatus::device_gone) {
-            return {};
-        }
-        if (st == StepStatus::failed) {
-            return error_;
+        if (auto end = serve_step()) {
+            return *end;
         }
         unsigned flags = USERBLK_RING_ENTER_WAIT;
         if (poll_us_ != 0) {
@@ -481,12 +477,8 @@ Status RingQueue::run(std::stop_token stop) {
 Status RingQueue::run_spinning(std::stop_token stop) {
     ring_.set_need_wakeup(false);
     while (true) {
-        StepStatus st = serve_available();
-        if (st == StepStatus::device_gone) {
-            return {};
-        }
-        if (st == StepStatus::failed) {
-            return error_;
+        if (auto end = serve_step()) {
+            return *end;
         }
         if (unhanded_ > 0) {
             if (poll_queue_) {
@@ -520,6 +512,18 @@ Status RingQueue::run_spinning(std::stop_token stop) {
             return *end;
         }
     }
+}
+
+std::optional<Status> RingQueue::serve_step() {
+    switch (serve_available()) {
+    case StepStatus::served:
+        return std::nullopt;
+    case StepStatus::device_gone:
+        return Status{};
+    case StepStatus::failed:
+        break;
+    }
+    return error_;
 }
 
 std::optional<Status> RingQueue::after_failed_enter(long r, const std::stop_token& stop) {

@@ -92,6 +92,9 @@ private:
     long enter(unsigned flags) noexcept;
     /// Spins on sq_tail for up to us; true if a request arrived.
     bool spin(const std::stop_token& stop, std::uint32_t us) const noexcept;
+    /// serve_available() as run()'s loops take it: nullopt to go on, {} to end successfully
+    /// (the device is gone), error() when serving failed.
+    std::optional<Status> serve_step();
     /// run() in spin mode.
     Status run_spinning(std::stop_token stop);
     /// What run() does with a failed RING_ENTER: {} to end successfully, an error to fail,
