@@ -280,6 +280,22 @@ def err(row, metric, scale=1.0):
                          ((hi if hi is not None else med) - med) * scale)
 
 
+def series(points, metric, scale=1.0):
+    """A line of points [(x, row)]: (xs, ys, (below, above), rows drawn), where a row without
+    the metric is left out and below/above are the min-max distances of R.err."""
+    xs, ys, lo, hi, used = [], [], [], [], []
+    for x, row in points:
+        y, (below, above) = err(row, metric, scale) if row else (None, (0.0, 0.0))
+        if y is None:
+            continue
+        xs.append(x)
+        ys.append(y)
+        lo.append(below)
+        hi.append(above)
+        used.append(row)
+    return xs, ys, (lo, hi), used
+
+
 def main_args(prog, doc):
     """The command line every figure script has: [RESULTS] [--out DIR]. Returns (Results, out);
     exits 77 (make figures skips the figure) when the results directory has no run."""

@@ -94,20 +94,11 @@ def bar_panel(ax, rows, names, metric, workload, title, scale, used):
 def depth_panel(ax, rows, used):
     names = rows.transports([w for _, w in DEPTHS])
     for t in names:
-        xs, ys, lo, hi = [], [], [], []
-        for qd, w in DEPTHS:
-            row = rows.row(t, w)
-            y, (below, above) = R.err(row, "iops") if row else (None, (0, 0))
-            if y is None:
-                continue
-            used.append(row)
-            xs.append(qd)
-            ys.append(y)
-            lo.append(below)
-            hi.append(above)
+        xs, ys, yerr, drawn = R.series([(qd, rows.row(t, w)) for qd, w in DEPTHS], "iops")
+        used += drawn
         if xs:
             colour, marker = R.style(t)
-            ax.errorbar(xs, ys, yerr=(lo, hi), color=colour, marker=marker, capsize=2,
+            ax.errorbar(xs, ys, yerr=yerr, color=colour, marker=marker, capsize=2,
                         linestyle=R.linestyle(t), label=label(rows, t, [w for _, w in DEPTHS]))
     ax.set_xscale("log", base=2)
     ax.set_xticks([qd for qd, _ in DEPTHS], [str(qd) for qd, _ in DEPTHS])

@@ -47,18 +47,10 @@ def main():
         colour, marker = R.style(base)
         label = f"{base} ({backend}, {workload})"
         for ax, (metric, title, scale) in zip(axes, PANELS):
-            xs, ys, lo, hi = [], [], [], []
-            for slots, r in points:
-                y, (below, above) = R.err(r, metric, scale)
-                if y is None:
-                    continue
-                xs.append(slots)
-                ys.append(y)
-                lo.append(below)
-                hi.append(above)
-                used.append(r)
+            xs, ys, yerr, drawn = R.series(points, metric, scale)
+            used += drawn
             if xs:
-                ax.errorbar(xs, ys, yerr=(lo, hi), color=colour, marker=marker, capsize=3,
+                ax.errorbar(xs, ys, yerr=yerr, color=colour, marker=marker, capsize=3,
                             label=label)
             ax.set_title(title, fontsize=9)
     for ax in axes:
