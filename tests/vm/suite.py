@@ -424,7 +424,8 @@ class TransportSuite(unittest.TestCase):
         self.transport_property("the polling settings")
         d = self.daemon(queues=2, depth=64)
         self.assertEqual(sys_block(d.path, "queue/io_poll"), "1" if polled else "0")
-        delay = f"/sys/block/{os.path.basename(d.path)}/queue/io_poll_delay"
+        queue = f"/sys/block/{os.path.basename(os.path.realpath(d.path))}/queue"
+        delay = f"{queue}/io_poll_delay"
         if not polled:
             try:
                 with open(delay, "w") as f:
@@ -437,7 +438,7 @@ class TransportSuite(unittest.TestCase):
                              f"{delay} {'took' if takes else 'refused'} a setting")
             self.assertEqual(d.stop(), 0)
             return
-        with open(f"/sys/block/{os.path.basename(d.path)}/queue/io_poll", "w") as f:
+        with open(f"{queue}/io_poll", "w") as f:
             f.write("0")
         self.assertEqual(sys_block(d.path, "queue/io_poll"), "1", "io_poll 0 turned polling off")
         for value in ("0", "20", "-1"):
