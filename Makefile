@@ -115,8 +115,8 @@ sweep: deps build
 	@harness/bench --transport all --backend null --workloads paper $(SWEEP_ARGS)
 	@harness/bench --transport copy,pipe,splice,nbd,ublk --backend forward --workloads paper-forward \
 		$(SWEEP_ARGS)
-	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend null --workloads "$(POLL_WORKLOADS)" \
-		$(SWEEP_ARGS)
+	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend "$(POLL_BACKEND)" \
+		--workloads "$(POLL_WORKLOADS)" $(SWEEP_ARGS)
 
 # make slots: what a pipe per slot costs at scale against splice's data fd per queue
 # (docs/splice-and-pipe.md): both transports at each QUEUES:DEPTH of SLOTS, on ram, 4 KiB
@@ -151,12 +151,15 @@ lend: deps build
 # make poll: polled completions (docs/polling.md): 4 KiB random I/O at QD1, plain and polled
 # (fio hipri), and polled reads at QD32 and QD128, for ring, ring busy-polling (--poll-us),
 # ring spinning without system calls (--spin-us), the fully polled ring (poll queues and a
-# spinning daemon), ublk and null_blk; 5 repetitions unless REPS says otherwise.
+# spinning daemon), ublk and null_blk; 5 repetitions unless REPS says otherwise. The backend
+# is null:fill=none, whose reads leave the buffer as it is, as null_blk's do: the rows measure
+# the transport, not the zero-fill (7.5 us of a rep stosb per 4 KiB under TCG).
 .PHONY: poll
 POLL_TRANSPORTS ?= ring,ring:poll-us=50,ring:spin-us=2000,ring:poll-queues=1:spin-us=2000,ublk,null_blk
 POLL_WORKLOADS ?= poll
+POLL_BACKEND ?= null:fill=none
 poll: deps build
-	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend null \
+	@harness/bench --transport "$(POLL_TRANSPORTS)" --backend "$(POLL_BACKEND)" \
 		--workloads "$(POLL_WORKLOADS)" --platform "$(PLATFORM)" \
 		--build "$(BUILD)" --reps $(or $(REPS),5)
 

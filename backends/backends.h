@@ -11,9 +11,10 @@
 
 namespace userblk {
 
-/// Reads return zeros, writes are dropped: the transport measured alone. No options.
+/// Writes are dropped, reads return zeros: the transport measured alone. Option: fill=zero
+/// (the default) or fill=none, reads that leave the I/O buffer as it is, as null_blk does.
 Result<std::unique_ptr<Backend>> make_null_backend(const BackendConfig& cfg);
-inline constexpr std::array<std::string_view, 0> kNullOptions{};
+inline constexpr std::array<std::string_view, 1> kNullOptions{"fill"};
 
 /// A memory store of cfg.size bytes, reserved up front and backed lazily (zero pages until
 /// written). No lock: see ram.cpp. No options.

@@ -23,7 +23,7 @@ const std::array kTransports = {USERBLK_TRANSPORT_ENTRIES};
 
 // clang-format off
 const std::array kBackends = {
-    BackendEntry{"null", "reads return zeros, writes are dropped: measures the transport alone", &make_null_backend, kNullOptions},
+    BackendEntry{"null", "reads return zeros (fill=none: the buffer as it is), writes are dropped: measures the transport alone", &make_null_backend, kNullOptions},
     BackendEntry{"ram",  "memory store, allocated up front and backed lazily", &make_ram_backend, kRamOptions},
     BackendEntry{"file", "a regular file (file:path=FILE); splices between pipe and file", &make_file_backend, kFileOptions, &describe_file_backend},
     BackendEntry{"forward", "a remote NBD server over TCP (forward:host=H,port=P,export=E); splices between pipe and socket", &make_forward_backend, kForwardOptions, &describe_forward_backend},

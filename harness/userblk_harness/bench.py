@@ -232,7 +232,7 @@ def make_plan(a, cli):
             raise BenchError(str(e))
         if base_b not in backends:
             raise BenchError(f"unknown backend {b!r}; valid backends: {', '.join(backends)} "
-                             "(variants: file:direct=1)")
+                             "(variants: file:direct=1, null:fill=none)")
     try:
         wl, runtime, ramp, set_name = workloads.resolve(a.workloads)
     except workloads.WorkloadError as e:
@@ -245,6 +245,15 @@ def make_plan(a, cli):
         raise BenchError("REPS must be at least 1")
 
     bdesc = {b: describe(cli, "backend", stores.split_backend(b)[0]) for b in want_b}
+    for b in want_b:
+        base_b, options = stores.split_backend(b)
+        # A CLI that does not list a backend's options leaves them to the daemon.
+        takes = split_list(bdesc[b]["options"]) if "options" in bdesc[b] else None
+        unknown = [k for k in options if takes is not None and k not in takes]
+        if unknown:
+            raise BenchError(f"backend variant {b!r}: {base_b} takes "
+                             f"{'the options ' + ', '.join(takes) if takes else 'no options'}, "
+                             f"not {', '.join(unknown)}")
     devices = []
     for t in [t for t in wanted if t not in refs] + refs:
         base, options = parse_variant(t)

@@ -11,8 +11,10 @@ device) make and remove:
   the file lives on an ext4 file system made for it in an image in the scratch folder,
   mounted through a loop device. Spec `file:path=FILE,direct=1`.
 
-A backend named with options (`file:direct=1`) is a variant: its own rows in the results,
-its options added to the store's spec.
+A backend named with options (`file:direct=1`, `null:fill=none`) is a variant: its own rows
+in the results, its options added to the store's spec. A backend that keeps its data itself
+takes its options as they are (the daemon checks them); of the stores the harness makes,
+only `file:direct=1` has a variant.
 - `forward`: an NBD server on 127.0.0.1, nbdkit's memory plugin as large as the device,
   started by `userblk nbdkit` (the project's one nbdkit launcher: a fresh port by socket
   activation, nbdkit dies with it, and it with us). Spec `forward:host=127.0.0.1,port=PORT`.
@@ -236,9 +238,11 @@ def make(backend, size, scratch, log_dir=None, cli=None):
     base, options = split_backend(backend)
     if base == "file" and options == {"direct": "1"}:
         return DirectFileStore(backend, size, scratch, log_dir)
-    if options:
+    if options and base in KINDS:
         raise StoreError(f"backend variant {backend!r}: the harness makes no store for it "
                          "(variants it knows: file:direct=1)")
+    if options:
+        return Store(backend, size, scratch, log_dir)   # null:fill=none: the spec as it is
     if backend == "forward":
         return ForwardStore(backend, size, scratch, log_dir, cli)
     return KINDS.get(backend, Store)(backend, size, scratch, log_dir)

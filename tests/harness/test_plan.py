@@ -25,7 +25,8 @@ case "$1" in
 	esac ;;
 --dump-backend)
 	case "$2" in
-	null) printf 'name=null\\nstorage=none\\n' ;;
+	null) printf 'name=null\\nstorage=none\\noptions=fill\\n' ;;
+	ram) printf 'name=ram\\nstorage=anonymous memory\\noptions=\\n' ;;
 	*) printf 'name=%s\\nstorage=anonymous memory\\n' "$2" ;;
 	esac ;;
 *) exit 2 ;;
@@ -129,6 +130,18 @@ class PlanTest(unittest.TestCase):
         with self.assertRaises(bench.BenchError) as cm:
             bench.make_plan(self.args(backend="ram,disk"), self.cli)
         self.assertIn("unknown backend 'disk'; valid backends: null, ram, file", str(cm.exception))
+
+    def test_a_backend_variant_takes_only_the_options_its_backend_lists(self):
+        p = bench.make_plan(self.args(backend="null:fill=none"), self.cli)
+        self.assertIn(("copy", "null:fill=none"),
+                      [(d["transport"], d["backend"]) for d in p["devices"]])
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(backend="ram:fill=none"), self.cli)
+        self.assertIn("backend variant 'ram:fill=none': ram takes no options, not fill",
+                      str(cm.exception))
+        with self.assertRaises(bench.BenchError) as cm:
+            bench.make_plan(self.args(backend="null:fil=none"), self.cli)
+        self.assertIn("null takes the options fill, not fil", str(cm.exception))
 
     def test_unknown_workload_lists_the_sets(self):
         with self.assertRaises(bench.BenchError) as cm:

@@ -42,8 +42,13 @@ class StoreTest(unittest.TestCase):
         with self.assertRaises(stores.StoreError):
             stores.split_backend("file:direct")
         with self.assertRaises(stores.StoreError) as cm:
-            stores.make("ram:direct=1", "1M", self.dir)
+            stores.make("forward:tls=1", "1M", self.dir)
         self.assertIn("file:direct=1", str(cm.exception))
+        # A backend that keeps its data itself gets its options as they are.
+        s = stores.make("null:fill=none", "1M", self.dir)
+        self.assertEqual(s.spec, "null:fill=none")
+        self.assertFalse(s.outlives_daemon)
+        s.close()
         self.assertEqual(stores.parse_size("256M"), 256 << 20)
         self.assertEqual(stores.parse_size("4096"), 4096)
 

@@ -79,20 +79,21 @@ TEST(BackendSpec, ErrorPointerMayBeNull) {
     EXPECT_FALSE(parse_backend_spec("file:", nullptr).has_value());
 }
 
-TEST(BackendOptions, NullAndRamTakeNone) {
-    for (const char* name : {"null", "ram"}) {
+TEST(BackendOptions, RamTakesNoneAndNullOnlyFill) {
+    for (auto [name, takes] : {std::pair{"ram", "takes no options"}, {"null", "takes: fill"}}) {
         const BackendEntry* b = find_backend(name);
         ASSERT_NE(b, nullptr);
-        EXPECT_TRUE(b->options.empty()) << name;
         EXPECT_TRUE(check_backend_options(*b, {}).ok());
         Status st = check_backend_options(*b, {{"path", "/x"}});
         EXPECT_EQ(st.error_number(), EINVAL);
         EXPECT_EQ(st.message(), std::string(name) + ": unknown option 'path': Invalid argument (" +
-                                    name + " takes no options)");
+                                    name + " " + takes + ")");
         auto made = b->make(BackendConfig{1 << 20, 512, 1, 0, {{"size", "1"}}});
         ASSERT_FALSE(made.ok()) << name;
         EXPECT_EQ(made.status().error_number(), EINVAL);
     }
+    EXPECT_TRUE(find_backend("ram")->options.empty());
+    EXPECT_TRUE(check_backend_options(*find_backend("null"), {{"fill", "none"}}).ok());
 }
 
 TEST(BackendOptions, UnknownKeysNameTheKeysTaken) {
@@ -111,7 +112,7 @@ TEST(BackendOptions, UnknownKeysNameTheKeysTaken) {
 }
 
 TEST(BackendOptions, DumpListsTheKeys) {
-    for (auto [name, keys] : {std::pair{"null", ""},
+    for (auto [name, keys] : {std::pair{"null", "fill"},
                               {"ram", ""},
                               {"file", "path,direct"},
                               {"forward", "host,port,export,timeout-ms"}}) {

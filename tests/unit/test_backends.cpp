@@ -2,6 +2,7 @@
 // adapter. The file and forward backends have their own files.
 #include <atomic>
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -143,6 +144,33 @@ TEST(NullBackend, ReadsZeroFillAndWritesAreDropped) {
     EXPECT_EQ(b.backend->discard(*b.queue, 0, 4096), 0);
     EXPECT_EQ(b.backend->write_zeroes(*b.queue, 0, 4096), 0);
     EXPECT_EQ(b.backend->discard(*b.queue, kMiB, 4096), -EINVAL);
+}
+
+TEST(NullBackend, FillNoneLeavesTheReadBufferAsItIs) {
+    BackendWithQueue b("null", kMiB, 64 * 1024, {{"fill", "none"}});
+    ASSERT_TRUE(b.queue);
+    std::vector<std::byte> buf(4096, std::byte{0xaa});
+    EXPECT_EQ(b.backend->read(*b.queue, 0, buf), 0);
+    EXPECT_EQ(std::count(buf.begin(), buf.end(), std::byte{0xaa}), 4096);
+    EXPECT_EQ(b.backend->read(*b.queue, kMiB, buf), -EINVAL);
+    Capabilities caps;
+    b.backend->describe(caps);
+    EXPECT_EQ(caps.get("read"), "untouched");
+}
+
+TEST(NullBackend, FillTakesZeroOrNone) {
+    const BackendEntry* entry = find_backend("null");
+    ASSERT_NE(entry, nullptr);
+    auto zero = entry->make(BackendConfig{kMiB, 512, 1, 4096, {{"fill", "zero"}}});
+    ASSERT_TRUE(zero.ok()) << zero.status().message();
+    Capabilities caps;
+    zero.value()->describe(caps);
+    EXPECT_EQ(caps.get("read"), "zero-fill");
+    auto bad = entry->make(BackendConfig{kMiB, 512, 1, 4096, {{"fill", "ones"}}});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.status().error_number(), EINVAL);
+    EXPECT_NE(bad.status().message().find("fill=ones is not a fill"), std::string::npos)
+        << bad.status().message();
 }
 
 // --- ram ------------------------------------------------------------------------------------

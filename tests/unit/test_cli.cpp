@@ -160,8 +160,16 @@ TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
         << unknown.err;
 }
 
+TEST(Cli, NullFillMustBeZeroOrNone) {
+    // Refused as the backend is made, before any device exists (as file's relative path=).
+    CliRun r = run({"add", "--transport", "copy", "--backend", "null:fill=ones", "--size", "1M"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("null: fill=ones is not a fill"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("fill=zero"), std::string::npos) << r.err;
+}
+
 TEST(Cli, DumpBackendListsItsOptions) {
-    for (auto [name, line] : {std::pair{"null", "\noptions=\n"},
+    for (auto [name, line] : {std::pair{"null", "\noptions=fill\n"},
                               {"ram", "\noptions=\n"},
                               {"file", "\noptions=path,direct\n"},
                               {"forward", "\noptions=host,port,export,timeout-ms\n"}}) {
