@@ -11,8 +11,9 @@ cost of the same reads: busy cores (whole-system CPU time per second; 2 is the w
 CPU time per I/O, and polled reads at QD 1, 32 and 128. Hatched bars are polled I/O; a
 transport marked "spins" has a daemon that spins on its ring (--spin-us, --poll-us). Bars are
 medians, whiskers min-max over the repetitions. Every row is from one run, the newest that has
-polled rows: plain and polled cells are compared only as measured side by side. Writes
-DIR/polling.{png,pdf}.
+polled rows: plain and polled cells are compared only as measured side by side. make poll
+measures on null:fill=none (reads that leave the buffer as it is, as null_blk's do); its rows
+come first, then those of the main backends. Writes DIR/polling.{png,pdf}.
 """
 
 import sys
@@ -25,6 +26,8 @@ from plots import _results as R  # noqa: E402
 PROG = "plots/polling.py"
 READ, WRITE = "randread-4k-qd1", "randwrite-4k-qd1"
 HIPRI = "-hipri"
+# make poll's backend first: a run on it is drawn on it, one on plain null (older runs) on null.
+BACKENDS = ("-", "null:fill=none") + tuple(b for b in R.MAIN_BACKENDS if b != "-")
 DEPTHS = ((1, "randread-4k-qd1-hipri"), (32, "randread-4k-qd32-hipri"),
           (128, "randread-4k-qd128-hipri"))
 BARS = (("iops", READ, "4 KiB random reads, QD1: IOPS", 1.0),
@@ -42,7 +45,7 @@ def spins(transport):
 
 class OneRun:
     """The measured rows of the newest run with polled rows, by (transport, workload), each on
-    the first of the main backends (null before ram) it was measured on."""
+    the first of BACKENDS (null:fill=none, then null before ram) it was measured on."""
 
     def __init__(self, res):
         runs = [r for r in res.runs
@@ -51,7 +54,7 @@ class OneRun:
             R.skip(PROG, "no polled rows (-hipri workloads: make poll)")
         self.run = max(runs, key=lambda r: r.id)
         self.by_key = {}
-        for b in reversed(R.MAIN_BACKENDS):
+        for b in reversed(BACKENDS):
             for x in self.run.rows():
                 if x.get("reps") and x["backend"] == b:
                     self.by_key[(x["transport"], x["workload"])] = x
@@ -65,7 +68,8 @@ class OneRun:
 
 def label(rows, transport, workloads):
     backs = {rows.row(transport, w)["backend"] for w in workloads if rows.row(transport, w)}
-    name = transport if backs <= {"-", "null"} else f"{transport} ({', '.join(sorted(backs))})"
+    name = (transport if backs <= {"-", "null", "null:fill=none"}
+            else f"{transport} ({', '.join(sorted(backs))})")
     return f"{name} (spins)" if spins(transport) else name
 
 
@@ -121,9 +125,10 @@ def main():
     axes.flat[0].legend(handles=[Patch(facecolor="#777777", alpha=0.85, label="fio sleeps"),
                                  Patch(facecolor="#777777", alpha=0.45, hatch="///",
                                        label="fio polls (hipri)")], fontsize=7)
+    backs = sorted({x["backend"] for x in rows.by_key.values()} - {"-"})
     R.finish(fig, res, used, out, "polling",
              "Polling at QD1: IOPS and latency, and the cores and CPU it costs (medians, "
-             "whiskers min-max)")
+             f"whiskers min-max; backend {', '.join(backs) or 'none'})")
     return 0
 
 
