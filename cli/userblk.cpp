@@ -268,6 +268,13 @@ int cmd_add(const AddOptions& o) {
         }
         launch.features = *features;
     }
+    if ((launch.features.value_or(0) & USERBLK_F_RECOVERY) != 0) {
+        // The kernel holds a dead daemon's I/O (docs/reliability.md), but nothing here attaches
+        // a new daemon yet: the device would only wait out its recovery timeout, then fail.
+        return fail(kExitUsage, "recovery: userblk cannot attach a new daemon to a device yet "
+                                "(no 'userblk recover'); userblk.ko's USERBLK_F_RECOVERY is "
+                                "there for programs that do (docs/reliability.md)");
+    }
     if ((launch.lend || (launch.features.value_or(0) & USERBLK_F_LEND) != 0) &&
         !transport_lends(*launch.transport)) {
         return fail(kExitUsage, "lend: the " + std::string(launch.transport->name) +

@@ -12,7 +12,7 @@ struct FeatureName {
     std::string_view name;
 };
 
-constexpr std::array<FeatureName, 7> kFeatures = {{
+constexpr std::array<FeatureName, 8> kFeatures = {{
     {USERBLK_F_FLUSH, "flush"},
     {USERBLK_F_DISCARD, "discard"},
     {USERBLK_F_WRITE_ZEROES, "write-zeroes"},
@@ -20,10 +20,12 @@ constexpr std::array<FeatureName, 7> kFeatures = {{
     {USERBLK_F_FUA, "fua"},
     {USERBLK_F_ANY_DAEMON, "any-daemon"},
     {USERBLK_F_LEND, "lend"},
+    {USERBLK_F_RECOVERY, "recovery"},
 }};
 
 static_assert((USERBLK_F_FLUSH | USERBLK_F_DISCARD | USERBLK_F_WRITE_ZEROES |
-               USERBLK_F_READ_ONLY | USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | USERBLK_F_LEND) ==
+               USERBLK_F_READ_ONLY | USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | USERBLK_F_LEND |
+               USERBLK_F_RECOVERY) ==
                   USERBLK_F_ALL,
               "every uapi feature needs a name in kFeatures");
 

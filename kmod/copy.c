@@ -50,4 +50,5 @@ const struct userblk_transport userblk_copy_transport = {
 	.mode		= USERBLK_MODE_COPY,
 	.mq_ops		= &copy_mq_ops,
 	.fops		= &copy_fops,
+	.can_recover	= true,
 };

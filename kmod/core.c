@@ -57,6 +57,8 @@ MODULE_PARM_DESC(default_max_io_kb,
 /* Serialises device creation, state changes and removal. */
 static DEFINE_MUTEX(userblk_ctl_mutex);
 static DEFINE_IDR(userblk_idr);
+/* Runs the recovery timeouts; destroyed at unload, after every device is gone. */
+static struct workqueue_struct *userblk_wq;
 
 static const struct userblk_transport *userblk_transports[] = {
 	&userblk_copy_transport,
@@ -117,6 +119,7 @@ blk_status_t userblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 		return BLK_STS_NOTSUPP;
 
 	cmd->loan = NULL;
+	cmd->held = false;
 	blk_mq_start_request(rq);
 	spin_lock(&q->lock);
 	if (unlikely(q->dead)) {
@@ -220,7 +223,8 @@ struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
 
 	spin_lock(&q->lock);
 	cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
-	if (!cmd)
+	/* Held by a recovery: the next daemon gets them after its START_DEV. */
+	if (!cmd || READ_ONCE(q->dev->state) == USERBLK_STATE_RECOVERING)
 		goto out_none;
 	rq = blk_mq_rq_from_pdu(cmd);
 	need = sizeof(*desc);
@@ -415,6 +419,7 @@ void userblk_lent_done(struct userblk_queue *q, struct request *rq, int result)
 }
 
 static void userblk_abort_all(struct userblk_dev *dev, struct request *timed_out);
+static void userblk_recovery_now(struct userblk_dev *dev);
 
 /*
  * A request the daemon did not answer in time fails, and so does the device:
@@ -430,8 +435,12 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 	struct userblk_cmd *cmd = userblk_cmd(rq);
 	u8 state;
 
+	struct userblk_dev *dev = q->dev;
+	bool held;
+
 	spin_lock(&q->lock);
 	state = cmd->state;
+	held = cmd->held;
 	spin_unlock(&q->lock);
 	/*
 	 * IDLE: completed meanwhile, or started and not yet queued (queue_rq
@@ -440,10 +449,20 @@ enum blk_eh_timer_return userblk_timeout(struct request *rq)
 	 */
 	if (state == USERBLK_CMD_IDLE)
 		return BLK_EH_RESET_TIMER;
+	/*
+	 * Held by a recovery: the recovery timeout bounds its wait, and once the
+	 * device resumed the new daemon has a whole timeout for it.
+	 */
+	if (held && (READ_ONCE(dev->state) == USERBLK_STATE_RECOVERING ||
+		     time_before(jiffies, READ_ONCE(dev->resumed) +
+				 msecs_to_jiffies(dev->cfg.timeout_ms))))
+		return BLK_EH_RESET_TIMER;
 
 	pr_warn_ratelimited("dev %u queue %u: request tag %u timed out after %u ms: failing all I/O of the device\n",
 			    q->dev->id, q->id, rq->tag, q->dev->cfg.timeout_ms);
-	WRITE_ONCE(q->dev->state, USERBLK_STATE_DEAD);
+	/* Recovering: what the recovery holds must not wait for its timeout. */
+	if (xchg(&dev->state, USERBLK_STATE_DEAD) == USERBLK_STATE_RECOVERING)
+		userblk_recovery_now(dev);
 	userblk_abort_all(q->dev, rq);
 	/*
 	 * The abort ended rq unless a syscall holds it (OUT, IN or DATA): that
@@ -713,12 +732,134 @@ static void userblk_abort_all(struct userblk_dev *dev, struct request *timed_out
 		userblk_abort_queue(&dev->queues[i], timed_out);
 }
 
+/* Recovery is over, one way or the other: blk-mq dispatches again. */
+static void userblk_unquiesce(struct userblk_dev *dev)
+{
+	lockdep_assert_held(&userblk_ctl_mutex);
+	if (!dev->quiesced)
+		return;
+	/* Not _sync: the timeout takes userblk_ctl_mutex, and finds nothing to do. */
+	if (cancel_delayed_work(&dev->recover_work))
+		userblk_dev_put(dev);	/* the pending timeout's reference */
+	dev->quiesced = false;
+	blk_mq_unquiesce_queue(dev->disk->queue);
+	blk_mq_kick_requeue_list(dev->disk->queue);
+}
+
 static void userblk_kill(struct userblk_dev *dev)
 {
 	lockdep_assert_held(&userblk_ctl_mutex);
 	/* Idempotent: a timeout may have killed it already. */
 	WRITE_ONCE(dev->state, USERBLK_STATE_DEAD);
 	userblk_abort_all(dev, NULL);
+	/* Every queue is dead: what recovery held is dispatched now, and fails. */
+	userblk_unquiesce(dev);
+}
+
+/*
+ * USERBLK_F_RECOVERY: the first queue fd of a live device closed. Stop
+ * dispatching (queue_rq runs nowhere once this returns, and new I/O waits in
+ * blk-mq), mark every queue as wanting a new daemon's fd, and arm the timeout.
+ * A request timeout may have killed the device meanwhile: then it stays dead.
+ */
+static void userblk_begin_recovery(struct userblk_dev *dev, struct userblk_queue *q)
+{
+	unsigned int i;
+
+	lockdep_assert_held(&userblk_ctl_mutex);
+	if (cmpxchg(&dev->state, USERBLK_STATE_LIVE, USERBLK_STATE_RECOVERING) !=
+	    USERBLK_STATE_LIVE)
+		return;
+	pr_warn("dev %u (%s): the daemon of queue %u went away: holding I/O for a new daemon for up to %u ms\n",
+		dev->id, dev->tr->name, q->id, dev->cfg.recovery_timeout_ms);
+	for (i = 0; i < dev->cfg.nr_queues; i++)
+		dev->queues[i].reattach = true;
+	blk_mq_quiesce_queue(dev->disk->queue);
+	dev->quiesced = true;
+	/* Not pending: the last recovery's timeout was cancelled, or ran. */
+	userblk_dev_get(dev);
+	if (!queue_delayed_work(userblk_wq, &dev->recover_work,
+				msecs_to_jiffies(dev->cfg.recovery_timeout_ms)))
+		userblk_dev_put(dev);	/* a stale run still pending: it finds us */
+}
+
+/*
+ * Recovery: q's fd is closed, so no syscall holds a request of it, and blk-mq
+ * is quiesced, so queue_rq adds none. The transport first takes what the old
+ * daemon answered and gives the next daemon a clean channel (reset_queue);
+ * then every request the old daemon had and did not answer goes back to the
+ * pending list, held, with the requests it had not taken yet. The next daemon
+ * gets each under a new gen (gens count a tag's hand-outs and go on counting),
+ * so no late answer of the old daemon can be taken for one of its own. They
+ * stay started: no requeue, so blk-mq's timeout handler (which rearms a held
+ * request) never races one. IN is being completed by blk-mq's poll (ring);
+ * LENT cannot be (no recovery with USERBLK_F_LEND). Returns an error if the
+ * transport could not reset its channel.
+ */
+static int userblk_hold_queue(struct userblk_queue *q)
+{
+	unsigned int tag, depth = q->dev->cfg.queue_depth, n = 0;
+	int ret;
+
+	lockdep_assert_held(&userblk_ctl_mutex);
+	q->reattach = true;
+	if (q->dev->tr->reset_queue) {
+		ret = q->dev->tr->reset_queue(q);
+		if (ret)
+			return ret;
+	}
+	spin_lock(&q->lock);
+	for (tag = 0; tag < depth; tag++) {
+		struct request *rq = q->rqs[tag];
+		struct userblk_cmd *cmd;
+
+		if (!rq)
+			continue;
+		cmd = userblk_cmd(rq);
+		if (cmd->state == USERBLK_CMD_DISPATCHED) {
+			cmd->state = USERBLK_CMD_QUEUED;
+			list_add_tail(&cmd->node, &q->pending);
+		} else if (cmd->state != USERBLK_CMD_QUEUED) {
+			continue;
+		}
+		cmd->held = true;
+		n++;
+	}
+	spin_unlock(&q->lock);
+	if (n)
+		pr_info("dev %u queue %u: %u requests held for the next daemon\n",
+			q->dev->id, q->id, n);
+	return 0;
+}
+
+/* Run the recovery timeout at once (a request timeout killed the device). */
+static void userblk_recovery_now(struct userblk_dev *dev)
+{
+	userblk_dev_get(dev);
+	/* true: it was pending, and holds a reference of its own. */
+	if (mod_delayed_work(userblk_wq, &dev->recover_work, 0))
+		userblk_dev_put(dev);
+}
+
+/* The recovery timeout: no daemon resumed the device in time. */
+static void userblk_recovery_timeout(struct work_struct *work)
+{
+	struct userblk_dev *dev = container_of(to_delayed_work(work),
+					       struct userblk_dev, recover_work);
+
+	mutex_lock(&userblk_ctl_mutex);
+	/*
+	 * Pending again: this run was overtaken (the device resumed, and a new
+	 * recovery began while it waited for the mutex); the new one decides.
+	 */
+	if (dev->quiesced && !delayed_work_pending(&dev->recover_work)) {
+		if (dev->state == USERBLK_STATE_RECOVERING)
+			pr_warn("dev %u (%s): no daemon took over within %u ms: failing all I/O\n",
+				dev->id, dev->tr->name, dev->cfg.recovery_timeout_ms);
+		userblk_kill(dev);
+	}
+	mutex_unlock(&userblk_ctl_mutex);
+	userblk_dev_put(dev);
 }
 
 int userblk_queue_release(struct inode *inode, struct file *file)
@@ -729,7 +870,18 @@ int userblk_queue_release(struct inode *inode, struct file *file)
 	mutex_lock(&userblk_ctl_mutex);
 	q->attached = false;
 	dev->nr_attached--;
-	if (dev->state == USERBLK_STATE_LIVE) {
+	if (READ_ONCE(dev->state) == USERBLK_STATE_LIVE &&
+	    (dev->cfg.features & USERBLK_F_RECOVERY))
+		userblk_begin_recovery(dev, q);
+	if (READ_ONCE(dev->state) == USERBLK_STATE_RECOVERING) {
+		int ret = userblk_hold_queue(q);
+
+		if (ret) {
+			pr_warn("dev %u (%s): queue %u cannot be made ready for a new daemon (%d): failing all I/O\n",
+				dev->id, dev->tr->name, q->id, ret);
+			userblk_kill(dev);
+		}
+	} else if (READ_ONCE(dev->state) == USERBLK_STATE_LIVE) {
 		pr_warn("dev %u (%s): the daemon of queue %u went away: failing all I/O\n",
 			dev->id, dev->tr->name, q->id);
 		userblk_kill(dev);
@@ -755,8 +907,8 @@ static int userblk_check_config(struct userblk_dev_config *c)
 	for (i = 0; i < ARRAY_SIZE(c->reserved); i++)
 		if (c->reserved[i])
 			return userblk_bad_config("reserved field %u is not zero", i);
-	if (c->reserved32)
-		return userblk_bad_config("reserved field reserved32 is not zero");
+	if (!(c->features & USERBLK_F_RECOVERY) && c->recovery_timeout_ms)
+		return userblk_bad_config("a recovery timeout without USERBLK_F_RECOVERY");
 	if (c->state || c->nr_queues_open)
 		return userblk_bad_config("output fields state/nr_queues_open are not zero");
 	if (c->dev_id != USERBLK_DEV_ID_ANY && c->dev_id >= USERBLK_MAX_DEVICES)
@@ -794,6 +946,18 @@ static int userblk_check_config(struct userblk_dev_config *c)
 	    c->timeout_ms > USERBLK_MAX_TIMEOUT_MS)
 		return userblk_bad_config("timeout %u ms, not %u..%u", c->timeout_ms,
 					  USERBLK_MIN_TIMEOUT_MS, USERBLK_MAX_TIMEOUT_MS);
+	if (c->features & USERBLK_F_RECOVERY) {
+		if ((c->features & USERBLK_F_LEND))
+			return userblk_bad_config("USERBLK_F_RECOVERY with USERBLK_F_LEND: a request whose pages a dead daemon's pipes still hold cannot be handed out again (not implemented)");
+		if (!c->recovery_timeout_ms)
+			c->recovery_timeout_ms = USERBLK_DEFAULT_RECOVERY_TIMEOUT_MS;
+		if (c->recovery_timeout_ms < USERBLK_MIN_TIMEOUT_MS ||
+		    c->recovery_timeout_ms > USERBLK_MAX_TIMEOUT_MS)
+			return userblk_bad_config("recovery timeout %u ms, not %u..%u",
+						  c->recovery_timeout_ms,
+						  USERBLK_MIN_TIMEOUT_MS,
+						  USERBLK_MAX_TIMEOUT_MS);
+	}
 	return 0;
 }
 
@@ -861,6 +1025,11 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 				    tr->name);
 		return -EINVAL;
 	}
+	if ((cfg.features & USERBLK_F_RECOVERY) && !tr->can_recover) {
+		pr_warn_ratelimited("ADD_DEV: the %s transport cannot recover from its daemon's death yet (USERBLK_F_RECOVERY is for copy and ring)\n",
+				    tr->name);
+		return -EINVAL;
+	}
 	if (cfg.nr_poll_queues && !tr->mq_ops->poll) {
 		pr_warn_ratelimited("ADD_DEV: the %s transport has no poll queues (nr_poll_queues is for ring, whose completions the submitter can reap)\n",
 				    tr->name);
@@ -879,6 +1048,7 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	dev->cfg = cfg;
 	dev->state = USERBLK_STATE_ADDED;
 	dev->owner = get_pid(task_tgid(current));
+	INIT_DELAYED_WORK(&dev->recover_work, userblk_recovery_timeout);
 	for (i = 0; i < cfg.nr_queues; i++) {
 		struct userblk_queue *q = &dev->queues[i];
 
@@ -991,6 +1161,60 @@ static int userblk_may_control(struct userblk_dev *dev, bool force, const char *
 	return -EPERM;
 }
 
+/* Let the transports check their queues before the device goes live. */
+static int userblk_start_queues(struct userblk_dev *dev)
+{
+	unsigned int i;
+	int ret;
+
+	if (!dev->tr->start_queue)
+		return 0;
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		ret = dev->tr->start_queue(&dev->queues[i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* START_DEV of a recovering device: its new daemon has every queue. */
+static int userblk_resume(struct userblk_dev *dev)
+{
+	unsigned int i;
+	int ret;
+
+	lockdep_assert_held(&userblk_ctl_mutex);
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		if (dev->queues[i].reattach || !dev->queues[i].attached) {
+			pr_warn_ratelimited("START_DEV: dev %u recovers, and queue %u has no new daemon (%s)\n",
+					    dev->id, i, dev->queues[i].attached ?
+					    "the old daemon's fd is still open" :
+					    "open it first");
+			return -ENOTCONN;
+		}
+	}
+	ret = userblk_start_queues(dev);
+	if (ret)
+		return ret;
+	WRITE_ONCE(dev->resumed, jiffies);
+	/* A request timeout may have killed it since the ioctl looked. */
+	if (cmpxchg(&dev->state, USERBLK_STATE_RECOVERING, USERBLK_STATE_LIVE) !=
+	    USERBLK_STATE_RECOVERING) {
+		userblk_kill(dev);
+		return -EBUSY;
+	}
+	pr_info("dev %u (%s): recovered, served by pid %d\n", dev->id,
+		dev->tr->name, pid_vnr(dev->owner));
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		if (dev->tr->resume_queue)
+			dev->tr->resume_queue(&dev->queues[i]);
+		else
+			wake_up(&dev->queues[i].wait);
+	}
+	userblk_unquiesce(dev);
+	return 0;
+}
+
 static int userblk_start(unsigned long id)
 {
 	struct userblk_dev *dev;
@@ -1004,6 +1228,10 @@ static int userblk_start(unsigned long id)
 	ret = userblk_may_control(dev, false, "START_DEV");
 	if (ret)
 		goto out_unlock;
+	if (READ_ONCE(dev->state) == USERBLK_STATE_RECOVERING) {
+		ret = userblk_resume(dev);
+		goto out_unlock;
+	}
 	ret = -EBUSY;
 	if (dev->state != USERBLK_STATE_ADDED)
 		goto out_unlock;
@@ -1013,15 +1241,9 @@ static int userblk_start(unsigned long id)
 				    dev->id, dev->nr_attached, dev->cfg.nr_queues);
 		goto out_unlock;
 	}
-	if (dev->tr->start_queue) {
-		unsigned int i;
-
-		for (i = 0; i < dev->cfg.nr_queues; i++) {
-			ret = dev->tr->start_queue(&dev->queues[i]);
-			if (ret)
-				goto out_unlock;
-		}
-	}
+	ret = userblk_start_queues(dev);
+	if (ret)
+		goto out_unlock;
 	/* The live disk holds a reference, dropped by ->free_disk. */
 	kref_get(&dev->ref);
 	dev->state = USERBLK_STATE_LIVE;
@@ -1098,6 +1320,33 @@ static int userblk_del(unsigned long arg)
 	return ret;
 }
 
+/*
+ * RECOVER_DEV: the caller takes over a recovering device as its new daemon.
+ * Any admin process may: the one that added the device is gone, as a rule.
+ */
+static int userblk_recover(unsigned long id)
+{
+	struct userblk_dev *dev;
+	int ret = -ENODEV;
+
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(id);
+	if (!dev)
+		goto out_unlock;
+	ret = READ_ONCE(dev->state) == USERBLK_STATE_DEAD ? -ESHUTDOWN : -EBUSY;
+	if (READ_ONCE(dev->state) != USERBLK_STATE_RECOVERING) {
+		pr_warn_ratelimited("RECOVER_DEV: dev %u is not recovering (state %u)\n",
+				    dev->id, READ_ONCE(dev->state));
+		goto out_unlock;
+	}
+	put_pid(dev->owner);
+	dev->owner = get_pid(task_tgid(current));
+	ret = 0;
+out_unlock:
+	mutex_unlock(&userblk_ctl_mutex);
+	return ret;
+}
+
 static int userblk_get_info(struct userblk_dev_config __user *arg)
 {
 	struct userblk_dev_config cfg;
@@ -1160,6 +1409,7 @@ static int userblk_open_queue(struct userblk_queue_open __user *arg)
 		goto out_unlock;
 	}
 	q->attached = true;
+	q->reattach = false;
 	dev->nr_attached++;
 out_unlock:
 	mutex_unlock(&userblk_ctl_mutex);
@@ -1185,6 +1435,8 @@ static long userblk_ctl_ioctl(struct file *file, unsigned int cmd,
 		return userblk_get_info((void __user *)arg);
 	case USERBLK_IOC_OPEN_QUEUE:
 		return userblk_open_queue((void __user *)arg);
+	case USERBLK_IOC_RECOVER_DEV:
+		return userblk_recover(arg);
 	default:
 		return -ENOTTY;
 	}
@@ -1225,9 +1477,14 @@ static int __init userblk_init(void)
 		     (1U << (USERBLK_SPLICE_GEN_SHIFT - USERBLK_SPLICE_TAG_SHIFT)));
 	BUILD_BUG_ON(USERBLK_CTL_FORCE <= USERBLK_MAX_DEVICES);
 
+	/* It fails held I/O, perhaps while writeback to the disk waits for memory. */
+	userblk_wq = alloc_workqueue("userblk", WQ_MEM_RECLAIM, 0);
+	if (!userblk_wq)
+		return -ENOMEM;
 	ret = misc_register(&userblk_misc);
 	if (ret) {
 		pr_err("cannot register /dev/%s: %d\n", USERBLK_CONTROL_NAME, ret);
+		destroy_workqueue(userblk_wq);
 		return ret;
 	}
 	pr_info("loaded, abi %d\n", USERBLK_ABI_VERSION);
@@ -1245,6 +1502,8 @@ static void __exit userblk_exit(void)
 	idr_for_each_entry(&userblk_idr, dev, id)
 		userblk_remove(dev);
 	mutex_unlock(&userblk_ctl_mutex);
+	/* Every timeout was cancelled by the removal, or runs to its end here. */
+	destroy_workqueue(userblk_wq);
 	idr_destroy(&userblk_idr);
 	pr_info("unloaded\n");
 }

@@ -55,7 +55,7 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 			if (file->f_flags & O_NONBLOCK)
 				return -EAGAIN;
 			ret = wait_event_interruptible(q->wait,
-						       !list_empty_careful(&q->pending) ||
+						       userblk_pending_ready(q) ||
 						       READ_ONCE(q->dead));
 			if (ret)
 				return ret;
@@ -165,7 +165,7 @@ __poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait)
 	__poll_t mask = EPOLLOUT | EPOLLWRNORM;
 
 	poll_wait(file, &q->wait, wait);
-	if (!list_empty_careful(&q->pending))
+	if (userblk_pending_ready(q))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	if (READ_ONCE(q->dead))
 		mask |= EPOLLIN | EPOLLRDNORM | EPOLLHUP;

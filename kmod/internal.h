@@ -16,6 +16,8 @@
  *   IN -> LENT          answered, but pipe buffers still lend its pages
  *   LENT -> IDLE        ... and the last of them was released (lend.c)
  *   IN/QUEUED/DISPATCHED/LENT -> IDLE   completed (answer, abort or timeout)
+ *   DISPATCHED -> QUEUED  USERBLK_F_RECOVERY: its daemon went away; held on the
+ *                       pending list for the next one (held set)
  *
  * OUT, IN and DATA belong to a syscall that copies data without the lock;
  * abort and timeout leave such a request to that syscall, which finishes it
@@ -31,6 +33,7 @@
 #include <linux/kref.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include <uapi/userblk.h>
 
@@ -53,6 +56,7 @@ struct userblk_cmd {
 	u32 filled;			/* splice: READ bytes written so far */
 	struct userblk_loan *loan;	/* USERBLK_F_LEND: its lent pipe buffers */
 	u8 state;			/* enum userblk_cmd_state */
+	bool held;			/* a recovery held it for the next daemon */
 };
 
 struct userblk_dev;
@@ -90,6 +94,7 @@ struct userblk_queue {
 	wait_queue_head_t wait;		/* daemon waits here for requests */
 	bool dead;			/* no daemon any more: fail fast */
 	bool attached;			/* a queue fd is open */
+	bool reattach;			/* recovering: needs a new daemon's fd */
 	atomic64_t rejected;		/* answers refused as invalid */
 	atomic64_t counts[USERBLK_COUNT_NR];	/* by enum userblk_count_kind */
 	void *priv;			/* the transport's per-queue state */
@@ -106,6 +111,20 @@ struct userblk_transport {
 	void (*exit_queue)(struct userblk_queue *q);
 	/* Optional: may q go live? START_DEV fails with its error if not. */
 	int (*start_queue)(struct userblk_queue *q);
+	/* USERBLK_F_RECOVERY: the transport's channel survives its daemon. */
+	bool can_recover;
+	/*
+	 * Optional: q's fd was closed while the device recovers, before its
+	 * requests are held: take what the old daemon answered and give the
+	 * next one a clean channel (ring: a new area). An error fails the device.
+	 */
+	int (*reset_queue)(struct userblk_queue *q);
+	/*
+	 * Optional: the device resumes; hand q's held requests (QUEUED on
+	 * q->pending) to the new daemon (ring: publish them). Without it the
+	 * daemon reads them from the pending list.
+	 */
+	void (*resume_queue)(struct userblk_queue *q);
 };
 
 /*
@@ -140,12 +159,17 @@ struct userblk_dev {
 	struct kref ref;		/* control, each queue fd, the live disk */
 	u32 id;
 	struct pid *owner;		/* the thread group that added it */
-	u32 state;			/* enum userblk_state, under userblk_ctl_mutex */
+	/* enum userblk_state, under userblk_ctl_mutex; a request timeout writes DEAD without it */
+	u32 state;
 	struct userblk_dev_config cfg;
 	const struct userblk_transport *tr;
 	struct blk_mq_tag_set tag_set;
 	struct gendisk *disk;
 	unsigned int nr_attached;
+	/* USERBLK_F_RECOVERY, under userblk_ctl_mutex */
+	bool quiesced;			/* blk-mq dispatch stopped for recovery */
+	unsigned long resumed;		/* jiffies of the last resume */
+	struct delayed_work recover_work;	/* the recovery timeout */
 	struct userblk_queue queues[];
 };
 
@@ -207,6 +231,16 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 			   size_t count, const struct userblk_desc_ops *ops);
 __poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait);
+
+/*
+ * Requests wait for the daemon on q's pending list; those a recovery holds
+ * are handed out only once the device resumed (START_DEV).
+ */
+static inline bool userblk_pending_ready(struct userblk_queue *q)
+{
+	return !list_empty_careful(&q->pending) &&
+	       READ_ONCE(q->dev->state) != USERBLK_STATE_RECOVERING;
+}
 
 static inline bool userblk_has_data_out(struct request *rq)
 {

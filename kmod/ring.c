@@ -55,11 +55,29 @@ static u8 *ring_buf(struct ring_queue *r, unsigned int tag)
 	return r->bufs + (size_t)tag * r->layout.buf_size;
 }
 
+/* Point r at area, laid out as r->layout says, with empty rings. */
+static void ring_use_area(struct ring_queue *r, void *area)
+{
+	const struct userblk_ring_layout *l = &r->layout;
+
+	r->area = area;
+	r->kidx = area + l->kernel_off;
+	r->didx = area + l->daemon_off;
+	r->sq = area + l->sq_off;
+	r->cq = area + l->cq_off;
+	r->bufs = area + l->buf_off;
+	r->sq_tail = 0;
+	r->cq_head = 0;
+	/* A daemon that never spins needs no word of the flag. */
+	r->didx->flags = USERBLK_RING_NEED_WAKEUP;
+}
+
 static int ring_init_queue(struct userblk_queue *q)
 {
 	const struct userblk_dev_config *c = &q->dev->cfg;
 	struct userblk_ring_layout *l;
 	struct ring_queue *r;
+	void *area;
 	u64 size;
 
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
@@ -76,19 +94,13 @@ static int ring_init_queue(struct userblk_queue *q)
 		kfree(r);
 		return -E2BIG;
 	}
-	r->area = vmalloc_user(size);
-	if (!r->area) {
+	area = vmalloc_user(size);
+	if (!area) {
 		kfree(r);
 		return -ENOMEM;
 	}
-	r->kidx = r->area + l->kernel_off;
-	r->didx = r->area + l->daemon_off;
-	r->sq = r->area + l->sq_off;
-	r->cq = r->area + l->cq_off;
-	r->bufs = r->area + l->buf_off;
+	ring_use_area(r, area);
 	mutex_init(&r->reap_lock);
-	/* A daemon that never spins needs no word of the flag. */
-	r->didx->flags = USERBLK_RING_NEED_WAKEUP;
 	q->priv = r;
 	return 0;
 }
@@ -239,6 +251,8 @@ static int __ring_reap(struct userblk_queue *q, struct ring_queue *r)
 	lockdep_assert_held(&r->reap_lock);
 	/* Pairs with the daemon's release of cq_tail: its entries are visible. */
 	tail = smp_load_acquire(&r->didx->cq_tail);
+	if (tail == r->cq_head)
+		return 0;	/* a poller's common case: nothing to store */
 	if (tail - r->cq_head > r->layout.cq_entries) {
 		userblk_reject(q, "completion tail %u is out of range (head %u)",
 			       tail, r->cq_head);
@@ -301,13 +315,10 @@ static int ring_poll_hctx(struct blk_mq_hw_ctx *hctx, struct io_comp_batch *iob)
 	if (READ_ONCE(q->dead))
 		return 0;
 	/*
-	 * Nothing published since the last reap: the poller's common case,
-	 * taken without the lock's atomics. A stale cq_head only sends us on
-	 * to the locked reap; a tail equal to a head once taken has nothing
-	 * behind it.
+	 * Only under the lock: a recovery swaps the area (ring_reset_queue),
+	 * and a poller of RWF_HIPRI is not under RCU. Looking without it first
+	 * made no difference that could be measured (docs/polling.md).
 	 */
-	if (READ_ONCE(r->didx->cq_tail) == data_race(READ_ONCE(r->cq_head)))
-		return 0;
 	if (!mutex_trylock(&r->reap_lock))
 		return 0;
 	ret = __ring_reap(q, r);
@@ -335,6 +346,84 @@ static enum blk_eh_timer_return ring_timeout(struct request *rq)
 		mutex_unlock(&r->reap_lock);
 	}
 	return userblk_timeout(rq);
+}
+
+/*
+ * Recovery (USERBLK_F_RECOVERY): the old daemon's fd is closed, so no process
+ * maps the area (a mapping holds the file). Take the completions it published
+ * before it went: they answer requests it had. Then give the next daemon a
+ * new area. The old one may still be written by the old daemon's I/O in
+ * flight (an O_DIRECT read into a buffer, which pins its page): vfree drops
+ * only our references, so such a page lives until that I/O ends and can never
+ * land in a buffer of the new daemon. The held requests are published in the
+ * new area when the device resumes (ring_resume_queue).
+ */
+static int ring_reset_queue(struct userblk_queue *q)
+{
+	struct ring_queue *r = ring_of(q);
+	void *area = vmalloc_user(r->layout.map_size), *old;
+
+	if (!area)
+		return -ENOMEM;
+	mutex_lock(&r->reap_lock);
+	__ring_reap(q, r);
+	spin_lock(&q->lock);
+	old = r->area;
+	ring_use_area(r, area);
+	spin_unlock(&q->lock);
+	mutex_unlock(&r->reap_lock);
+	/* Every reader of the area takes reap_lock or q->lock, or is quiesced. */
+	vfree(old);
+	return 0;
+}
+
+/*
+ * The device resumes: publish the held requests (QUEUED on q->pending, in
+ * order) in the new area, each under a new gen, a WRITE's data copied again.
+ * Each is taken off the list as OUT first, so that an abort meanwhile (a
+ * request timeout) leaves it to us, and its data is copied without the lock;
+ * then it is published, or failed if the queue died meanwhile.
+ */
+static void ring_resume_queue(struct userblk_queue *q)
+{
+	struct ring_queue *r = ring_of(q);
+
+	for (;;) {
+		struct userblk_cmd *cmd;
+		struct request *rq;
+
+		spin_lock(&q->lock);
+		cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
+		if (!cmd) {
+			spin_unlock(&q->lock);
+			break;
+		}
+		list_del_init(&cmd->node);
+		cmd->state = USERBLK_CMD_OUT;
+		spin_unlock(&q->lock);
+		rq = blk_mq_rq_from_pdu(cmd);
+		if (userblk_has_data_out(rq)) {
+			ring_copy_from_rq(rq, ring_buf(r, rq->tag));
+			userblk_count(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
+		}
+		spin_lock(&q->lock);
+		if (unlikely(q->dead)) {
+			cmd->state = USERBLK_CMD_IDLE;
+			q->rqs[rq->tag] = NULL;
+			spin_unlock(&q->lock);
+			blk_mq_end_request(rq, BLK_STS_IOERR);
+			continue;
+		}
+		/* At most depth requests are out, and the ring is new: room for all. */
+		cmd->gen = ++q->tag_gen[rq->tag];
+		cmd->state = USERBLK_CMD_DISPATCHED;
+		userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
+		r->sq_tail++;
+		/* The entry and a write's data are visible before the new tail. */
+		smp_store_release(&r->kidx->sq_tail, r->sq_tail);
+		spin_unlock(&q->lock);
+	}
+	ring_wake(q, r);
 }
 
 static long ring_enter(struct userblk_queue *q, unsigned long flags)
@@ -448,4 +537,7 @@ const struct userblk_transport userblk_ring_transport = {
 	.fops		= &ring_fops,
 	.init_queue	= ring_init_queue,
 	.exit_queue	= ring_exit_queue,
+	.can_recover	= true,
+	.reset_queue	= ring_reset_queue,
+	.resume_queue	= ring_resume_queue,
 };

@@ -160,6 +160,14 @@ TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
         << unknown.err;
 }
 
+TEST(Cli, RecoveryIsRefusedUntilADaemonCanReattach) {
+    CliRun r = run({"add", "--transport", "ring", "--backend", "null", "--size", "1M",
+                    "--features", "recovery"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("recovery: userblk cannot attach a new daemon"), std::string::npos)
+        << r.err;
+}
+
 TEST(Cli, NullFillMustBeZeroOrNone) {
     // Refused as the backend is made, before any device exists (as file's relative path=).
     CliRun r = run({"add", "--transport", "copy", "--backend", "null:fill=ones", "--size", "1M"});

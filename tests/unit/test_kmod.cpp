@@ -76,7 +76,7 @@ TEST(KmodConfig, ToUapiFillsEveryFieldAndZeroesReserved) {
     for (auto r : u.reserved) {
         EXPECT_EQ(r, 0U);
     }
-    EXPECT_EQ(u.reserved32, 0U);
+    EXPECT_EQ(u.recovery_timeout_ms, 0U);
     EXPECT_EQ(u.nr_poll_queues, 0U);
     EXPECT_EQ(to_uapi(DeviceConfig{.nr_queues = 2, .nr_poll_queues = 1}, USERBLK_MODE_RING)
                   .nr_poll_queues,

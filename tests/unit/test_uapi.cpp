@@ -23,7 +23,7 @@ static_assert(offsetof(userblk_dev_config, timeout_ms) == 44);
 static_assert(offsetof(userblk_dev_config, state) == 48);
 static_assert(offsetof(userblk_dev_config, nr_queues_open) == 52);
 static_assert(offsetof(userblk_dev_config, nr_poll_queues) == 56);
-static_assert(offsetof(userblk_dev_config, reserved32) == 60);
+static_assert(offsetof(userblk_dev_config, recovery_timeout_ms) == 60);
 static_assert(offsetof(userblk_dev_config, reserved) == 64);
 
 static_assert(sizeof(userblk_queue_open) == 16);
@@ -79,7 +79,8 @@ TEST(Uapi, IoctlEncodings) {
     EXPECT_EQ(_IOC_DIR(USERBLK_IOC_START_DEV), unsigned{_IOC_NONE});
     const unsigned long all[] = {USERBLK_IOC_ADD_DEV,  USERBLK_IOC_START_DEV,
                                  USERBLK_IOC_STOP_DEV, USERBLK_IOC_DEL_DEV,
-                                 USERBLK_IOC_GET_INFO, USERBLK_IOC_OPEN_QUEUE};
+                                 USERBLK_IOC_GET_INFO, USERBLK_IOC_OPEN_QUEUE,
+                                 USERBLK_IOC_RECOVER_DEV};
     for (std::size_t i = 0; i < std::size(all); ++i) {
         for (std::size_t j = i + 1; j < std::size(all); ++j) {
             EXPECT_NE(_IOC_NR(all[i]), _IOC_NR(all[j])) << i << " and " << j;
@@ -88,8 +89,11 @@ TEST(Uapi, IoctlEncodings) {
 }
 
 TEST(Uapi, ConstantsUsedByTheDaemon) {
-    EXPECT_EQ(USERBLK_F_ALL, 0x7fULL);
+    EXPECT_EQ(USERBLK_F_ALL, 0xffULL);
     EXPECT_EQ(USERBLK_F_LEND, 1ULL << 6);
+    EXPECT_EQ(USERBLK_F_RECOVERY, 1ULL << 7);
+    EXPECT_EQ(USERBLK_STATE_RECOVERING, 4);
+    EXPECT_EQ(USERBLK_DEFAULT_RECOVERY_TIMEOUT_MS, 30000U);
     EXPECT_EQ(USERBLK_ABI_VERSION, 2);
     // The splice data fd's offset: gen, tag and a position up to max_io_bytes inclusive.
     EXPECT_EQ(USERBLK_SPLICE_OFF(3, 7, 512), (7ULL << 32) | (3ULL << 21) | 512U);

@@ -49,7 +49,8 @@ TEST_F(ControlTest, AddDevRejectsEveryBadField) {
         {"abi version", [](userblk_dev_config& c) { c.abi_version = 99; }},
         {"unknown feature", [](userblk_dev_config& c) { c.features = 1ull << 40; }},
         {"reserved", [](userblk_dev_config& c) { c.reserved[2] = 1; }},
-        {"reserved32", [](userblk_dev_config& c) { c.reserved32 = 1; }},
+        {"recovery timeout without the feature",
+         [](userblk_dev_config& c) { c.recovery_timeout_ms = 1000; }},
         {"poll queues, all of them", [](userblk_dev_config& c) { c.nr_poll_queues = c.nr_queues; }},
         {"output field", [](userblk_dev_config& c) { c.state = 2; }},
         {"dev id", [](userblk_dev_config& c) { c.dev_id = USERBLK_MAX_DEVICES; }},
@@ -1125,8 +1126,8 @@ TEST_F(RingPollTest, PollQueuesAreForRingAndLeaveADefaultQueue) {
     EXPECT_EQ(add_expect_error(c), -EINVAL) << "poll queues for copy";
     c = good_config(USERBLK_MODE_RING);
     c.nr_queues = 2;
-    c.reserved32 = 1;
-    EXPECT_EQ(add_expect_error(c), -EINVAL) << "reserved32";
+    c.recovery_timeout_ms = 1000;
+    EXPECT_EQ(add_expect_error(c), -EINVAL) << "a recovery timeout without the feature";
 }
 
 } // namespace

@@ -718,7 +718,7 @@ private:
                 break;
             case 12:
                 if (r_.chance(25)) {
-                    c.reserved32 = static_cast<uint32_t>(v);
+                    c.recovery_timeout_ms = static_cast<uint32_t>(v);
                 } else {
                     c.reserved[r_.below(3)] = v;
                 }

@@ -250,8 +250,13 @@ std::string explain_add_dev(int err, const userblk_dev_config& cfg, std::string_
             return "reserved fields are not zero";
         }
     }
-    if (cfg.reserved32 != 0) {
-        return "reserved fields are not zero";
+    if (cfg.recovery_timeout_ms != 0 && (cfg.features & USERBLK_F_RECOVERY) == 0) {
+        return "a recovery timeout without the recovery feature";
+    }
+    if (cfg.recovery_timeout_ms != 0 && (cfg.recovery_timeout_ms < USERBLK_MIN_TIMEOUT_MS ||
+                                         cfg.recovery_timeout_ms > USERBLK_MAX_TIMEOUT_MS)) {
+        return "recovery timeout " + n(cfg.recovery_timeout_ms) + " ms is outside " +
+               n(USERBLK_MIN_TIMEOUT_MS) + ".." + n(USERBLK_MAX_TIMEOUT_MS);
     }
     return {};
 }

@@ -29,10 +29,13 @@
  *   ENOTTY     an unknown command, or a structure of the wrong size
  *   ENODEV     no device with that id
  *   EEXIST     ADD_DEV: the id asked for is taken
- *   ENOTCONN   START_DEV: not every queue has a daemon (an open queue fd)
+ *   ENOTCONN   START_DEV: not every queue has a daemon (an open queue fd; of a
+ *              recovering device, one opened since it began to recover)
  *   EBUSY      START_DEV twice, or after a failed START_DEV; OPEN_QUEUE of
- *              a queue already open
+ *              a queue already open; RECOVER_DEV of a device that is not
+ *              recovering
  *   ESHUTDOWN  OPEN_QUEUE of a dead device: delete it and add a new one
+ *              (RECOVER_DEV of one: its recovery timed out)
  *   E2BIG      ADD_DEV in ring mode: a queue's shared area (rings plus
  *              queue_depth buffers of max_io_bytes) is larger than the
  *              module allows (256 MiB): lower the depth or the max I/O
@@ -47,6 +50,9 @@
  * moving the data of fails within its timeout too, since no system call
  * sleeps while it holds a request (a fault on the daemon's memory is taken
  * with the request given back, a locked pipe fails the request).
+ *
+ * Unless the device was added with USERBLK_F_RECOVERY: then a closed queue
+ * fd makes it recover instead of die (see there).
  */
 #ifndef _UAPI_USERBLK_H
 #define _UAPI_USERBLK_H
@@ -98,10 +104,29 @@ enum userblk_mode {
  * does the device; the pages stay referenced by the pipe that holds them.
  */
 #define USERBLK_F_LEND		(1ULL << 6)
+/*
+ * USERBLK_F_RECOVERY (copy and ring, not with USERBLK_F_LEND): a queue fd of
+ * a live device that closes (its daemon exited or crashed) does not fail the
+ * device, it makes it RECOVERING. blk-mq stops dispatching, so new I/O waits;
+ * each request the daemon had on a closed queue and had not answered is
+ * held, to be handed out again with a new gen, so no answer of the old daemon
+ * can be taken for the new one's. A new daemon (any admin process) calls
+ * RECOVER_DEV, which makes it the device's owner, opens every queue once the
+ * old daemon's fds are closed (OPEN_QUEUE says EBUSY until then), and
+ * START_DEV resumes the device: the held requests and those that waited are
+ * dispatched to it. If no START_DEV comes within recovery_timeout_ms of the
+ * first close, the device dies as it would without the feature: held and
+ * waiting I/O fails, and it can only be deleted. A new daemon that closes a
+ * queue before its START_DEV changes nothing; the same timeout runs on. Once
+ * live again, the next close begins a new recovery with a new timeout.
+ * Requests still outstanding on queues the old daemon keeps open are its own
+ * to answer, with the usual timeout.
+ */
+#define USERBLK_F_RECOVERY	(1ULL << 7)
 #define USERBLK_F_ALL		(USERBLK_F_FLUSH | USERBLK_F_DISCARD | \
 				 USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY | \
 				 USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | \
-				 USERBLK_F_LEND)
+				 USERBLK_F_LEND | USERBLK_F_RECOVERY)
 
 /* Limits checked by ADD_DEV. */
 #define USERBLK_MAX_DEVICES	1024
@@ -110,6 +135,7 @@ enum userblk_mode {
 #define USERBLK_MAX_IO_BYTES	(1U << 20)
 #define USERBLK_MIN_TIMEOUT_MS	100U
 #define USERBLK_MAX_TIMEOUT_MS	600000U
+#define USERBLK_DEFAULT_RECOVERY_TIMEOUT_MS	30000U
 #define USERBLK_DEV_ID_ANY	0xffffffffU
 
 /* Device states reported by GET_INFO. */
@@ -117,6 +143,7 @@ enum userblk_state {
 	USERBLK_STATE_ADDED	= 1,	/* configured, waiting for START_DEV */
 	USERBLK_STATE_LIVE	= 2,	/* disk visible, serving I/O */
 	USERBLK_STATE_DEAD	= 3,	/* stopped or daemon gone: I/O fails */
+	USERBLK_STATE_RECOVERING = 4,	/* USERBLK_F_RECOVERY: daemon gone, I/O held */
 };
 
 /*
@@ -135,6 +162,10 @@ enum userblk_state {
  * USERBLK_RING_NEED_WAKEUP) serves them without a system call or a wake-up
  * per request. At least one queue stays a default one; ADD_DEV lowers the
  * default and the poll queues each to the CPUs.
+ *
+ * recovery_timeout_ms (USERBLK_F_RECOVERY only, else zero): how long a
+ * recovering device waits for a new daemon's START_DEV; zero selects
+ * USERBLK_DEFAULT_RECOVERY_TIMEOUT_MS, and the range is that of timeout_ms.
  */
 struct userblk_dev_config {
 	__u32 abi_version;		/* in: USERBLK_ABI_VERSION */
@@ -150,7 +181,7 @@ struct userblk_dev_config {
 	__u32 state;			/* out: enum userblk_state */
 	__u32 nr_queues_open;		/* out: queues with a daemon attached */
 	__u32 nr_poll_queues;		/* of nr_queues, the last ones are polled */
-	__u32 reserved32;		/* must be zero */
+	__u32 recovery_timeout_ms;	/* USERBLK_F_RECOVERY: wait for a daemon */
 	__u64 reserved[3];		/* must be zero */
 };
 
@@ -172,6 +203,8 @@ struct userblk_queue_open {
 #define USERBLK_IOC_DEL_DEV	_IO(USERBLK_IOC_MAGIC, 0x03)	/* arg: dev_id [| FORCE] */
 #define USERBLK_IOC_GET_INFO	_IOWR(USERBLK_IOC_MAGIC, 0x04, struct userblk_dev_config)
 #define USERBLK_IOC_OPEN_QUEUE	_IOW(USERBLK_IOC_MAGIC, 0x05, struct userblk_queue_open)
+/* RECOVER_DEV: the caller takes over a RECOVERING device (USERBLK_F_RECOVERY). */
+#define USERBLK_IOC_RECOVER_DEV	_IO(USERBLK_IOC_MAGIC, 0x06)	/* arg: dev_id */
 
 /* Request operations as the daemon sees them. */
 enum userblk_op {
