@@ -33,6 +33,7 @@ BUILD = os.environ.get("USERBLK_BUILD", os.path.join(TOP, "build"))
 USERBLK = os.path.join(BUILD, "userblk")
 BADINPUT = os.path.join(BUILD, "tests", "vm", "userblk_badinput_test")
 LIFETIME = os.path.join(BUILD, "tests", "vm", "userblk_lifetime_test")
+RECOVERY = os.path.join(BUILD, "tests", "vm", "userblk_recovery_test")
 LEND = os.path.join(BUILD, "tests", "vm", "userblk_lend_test")
 STALL_DAEMON = os.path.join(BUILD, "tests", "vm", "userblk_stall_daemon")
 CONTROL = "/dev/userblk-control"
@@ -894,6 +895,12 @@ class TransportSuite(unittest.TestCase):
 
     def test_races_stalls_and_stale_answers_at_the_kernel_boundary(self):
         self.run_uapi_test(LIFETIME)
+
+    def test_a_device_with_recovery_holds_io_for_the_next_daemon(self):
+        """tests/vm/recovery_test.cpp: held requests reissued under new gens, I/O waiting
+        during recovery, the recovery timeout, a daemon dying during recovery (pipe and splice:
+        ADD_DEV refuses the feature)."""
+        self.run_uapi_test(RECOVERY)
 
     def test_lent_pages_stay_read_only_and_hold_their_requests(self):
         """tests/vm/lend_test.cpp, once per lending variant (in its file suite): completion
