@@ -210,6 +210,32 @@ void userblk_describe(struct request *rq, struct userblk_io_desc *desc)
 }
 
 /*
+ * Whether cmd, first on a pending list, may be handed out: not if a recovery
+ * holds it and the device has not resumed (START_DEV). A queue the old daemon
+ * still has open keeps its own requests, which are not held.
+ */
+static bool userblk_may_hand_out(struct userblk_queue *q, struct userblk_cmd *cmd)
+{
+	lockdep_assert_held(&q->lock);
+	return !cmd->held || READ_ONCE(q->dev->state) != USERBLK_STATE_RECOVERING;
+}
+
+/* Is a request waiting on q's pending list that the daemon may take now? */
+bool userblk_pending_ready(struct userblk_queue *q)
+{
+	struct userblk_cmd *cmd;
+	bool ready;
+
+	if (list_empty_careful(&q->pending))
+		return false;
+	spin_lock(&q->lock);
+	cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
+	ready = cmd && userblk_may_hand_out(q, cmd);
+	spin_unlock(&q->lock);
+	return ready;
+}
+
+/*
  * Take the oldest pending request whose entry (its descriptor, and a write's
  * data if inline_data) fits in room bytes, mark it OUT and describe it in
  * desc. Returns NULL when none is pending or the oldest does not fit.
@@ -223,8 +249,7 @@ struct request *userblk_take_pending(struct userblk_queue *q, size_t room,
 
 	spin_lock(&q->lock);
 	cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
-	/* Held by a recovery: the next daemon gets them after its START_DEV. */
-	if (!cmd || READ_ONCE(q->dev->state) == USERBLK_STATE_RECOVERING)
+	if (!cmd || !userblk_may_hand_out(q, cmd))
 		goto out_none;
 	rq = blk_mq_rq_from_pdu(cmd);
 	need = sizeof(*desc);
@@ -792,8 +817,8 @@ static void userblk_begin_recovery(struct userblk_dev *dev, struct userblk_queue
  * gets each under a new gen (gens count a tag's hand-outs and go on counting),
  * so no late answer of the old daemon can be taken for one of its own. They
  * stay started: no requeue, so blk-mq's timeout handler (which rearms a held
- * request) never races one. IN is being completed by blk-mq's poll (ring);
- * LENT cannot be (no recovery with USERBLK_F_LEND). Returns an error if the
+ * request) never races one. None is IN (ring's reset reaped under its lock)
+ * or LENT (no recovery with USERBLK_F_LEND). Returns an error if the
  * transport could not reset its channel.
  */
 static int userblk_hold_queue(struct userblk_queue *q)
@@ -1049,6 +1074,8 @@ static int userblk_add(struct userblk_dev_config __user *arg)
 	dev->state = USERBLK_STATE_ADDED;
 	dev->owner = get_pid(task_tgid(current));
 	INIT_DELAYED_WORK(&dev->recover_work, userblk_recovery_timeout);
+	/* No grace for held requests before a first resume (jiffies start negative). */
+	dev->resumed = jiffies - msecs_to_jiffies(cfg.timeout_ms);
 	for (i = 0; i < cfg.nr_queues; i++) {
 		struct userblk_queue *q = &dev->queues[i];
 
@@ -1196,6 +1223,7 @@ static int userblk_resume(struct userblk_dev *dev)
 	ret = userblk_start_queues(dev);
 	if (ret)
 		return ret;
+	/* Before LIVE: a held request's timeout sees the grace as soon as LIVE. */
 	WRITE_ONCE(dev->resumed, jiffies);
 	/* A request timeout may have killed it since the ioctl looked. */
 	if (cmpxchg(&dev->state, USERBLK_STATE_RECOVERING, USERBLK_STATE_LIVE) !=

@@ -232,15 +232,7 @@ ssize_t userblk_desc_write(struct file *file, const char __user *buf,
 			   size_t count, const struct userblk_desc_ops *ops);
 __poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait);
 
-/*
- * Requests wait for the daemon on q's pending list; those a recovery holds
- * are handed out only once the device resumed (START_DEV).
- */
-static inline bool userblk_pending_ready(struct userblk_queue *q)
-{
-	return !list_empty_careful(&q->pending) &&
-	       READ_ONCE(q->dev->state) != USERBLK_STATE_RECOVERING;
-}
+bool userblk_pending_ready(struct userblk_queue *q);
 
 static inline bool userblk_has_data_out(struct request *rq)
 {

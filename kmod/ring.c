@@ -22,6 +22,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
+#include <linux/sched/mm.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
@@ -171,6 +172,30 @@ static void ring_wake(struct userblk_queue *q, struct ring_queue *r)
 	}
 }
 
+/* A WRITE's data into its tag's buffer, before the request is published. */
+static void ring_stage_write(struct userblk_queue *q, struct ring_queue *r,
+			     struct request *rq)
+{
+	ring_copy_from_rq(rq, ring_buf(r, rq->tag));
+	userblk_count(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
+}
+
+/* Hand rq out on the submission ring under a new gen. */
+static void ring_publish(struct userblk_queue *q, struct ring_queue *r,
+			 struct request *rq)
+{
+	struct userblk_cmd *cmd = userblk_cmd(rq);
+
+	lockdep_assert_held(&q->lock);
+	cmd->gen = ++q->tag_gen[rq->tag];
+	cmd->state = USERBLK_CMD_DISPATCHED;
+	q->rqs[rq->tag] = rq;
+	userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
+	r->sq_tail++;
+	/* The entry and a write's data are visible before the new tail. */
+	smp_store_release(&r->kidx->sq_tail, r->sq_tail);
+}
+
 static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 				  const struct blk_mq_queue_data *bd)
 {
@@ -185,6 +210,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		return BLK_STS_NOTSUPP;
 
 	cmd->loan = NULL;	/* ring never lends; the core's completion looks */
+	cmd->held = false;
 	blk_mq_start_request(rq);
 	if (userblk_has_data_out(rq)) {
 		/*
@@ -199,8 +225,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		spin_unlock(&q->lock);
 		if (unlikely(dead))
 			return BLK_STS_IOERR;
-		ring_copy_from_rq(rq, ring_buf(r, rq->tag));
-		userblk_count(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
+		ring_stage_write(q, r, rq);
 	}
 
 	spin_lock(&q->lock);
@@ -218,13 +243,7 @@ static blk_status_t ring_queue_rq(struct blk_mq_hw_ctx *hctx,
 		spin_unlock(&q->lock);
 		return BLK_STS_IOERR;
 	}
-	cmd->gen = ++q->tag_gen[rq->tag];
-	cmd->state = USERBLK_CMD_DISPATCHED;
-	q->rqs[rq->tag] = rq;
-	userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
-	r->sq_tail++;
-	/* The entry and a write's data are visible before the new tail. */
-	smp_store_release(&r->kidx->sq_tail, r->sq_tail);
+	ring_publish(q, r, rq);
 	spin_unlock(&q->lock);
 
 	if (bd->last)
@@ -361,8 +380,12 @@ static enum blk_eh_timer_return ring_timeout(struct request *rq)
 static int ring_reset_queue(struct userblk_queue *q)
 {
 	struct ring_queue *r = ring_of(q);
-	void *area = vmalloc_user(r->layout.map_size), *old;
+	unsigned int noio = memalloc_noio_save();
+	void *area, *old;
 
+	/* No I/O for reclaim: this device's I/O is held, and may be the one written back. */
+	area = vmalloc_user(r->layout.map_size);
+	memalloc_noio_restore(noio);
 	if (!area)
 		return -ENOMEM;
 	mutex_lock(&r->reap_lock);
@@ -370,6 +393,7 @@ static int ring_reset_queue(struct userblk_queue *q)
 	spin_lock(&q->lock);
 	old = r->area;
 	ring_use_area(r, area);
+	ring_count_reject(q, r);	/* the count goes on in the new area */
 	spin_unlock(&q->lock);
 	mutex_unlock(&r->reap_lock);
 	/* Every reader of the area takes reap_lock or q->lock, or is quiesced. */
@@ -402,10 +426,8 @@ static void ring_resume_queue(struct userblk_queue *q)
 		cmd->state = USERBLK_CMD_OUT;
 		spin_unlock(&q->lock);
 		rq = blk_mq_rq_from_pdu(cmd);
-		if (userblk_has_data_out(rq)) {
-			ring_copy_from_rq(rq, ring_buf(r, rq->tag));
-			userblk_count(q, USERBLK_COPY_WRITE_USER, blk_rq_bytes(rq));
-		}
+		if (userblk_has_data_out(rq))
+			ring_stage_write(q, r, rq);
 		spin_lock(&q->lock);
 		if (unlikely(q->dead)) {
 			cmd->state = USERBLK_CMD_IDLE;
@@ -415,12 +437,7 @@ static void ring_resume_queue(struct userblk_queue *q)
 			continue;
 		}
 		/* At most depth requests are out, and the ring is new: room for all. */
-		cmd->gen = ++q->tag_gen[rq->tag];
-		cmd->state = USERBLK_CMD_DISPATCHED;
-		userblk_describe(rq, &r->sq[r->sq_tail & (r->layout.sq_entries - 1)]);
-		r->sq_tail++;
-		/* The entry and a write's data are visible before the new tail. */
-		smp_store_release(&r->kidx->sq_tail, r->sq_tail);
+		ring_publish(q, r, rq);
 		spin_unlock(&q->lock);
 	}
 	ring_wake(q, r);

@@ -120,7 +120,10 @@ enum userblk_mode {
  * queue before its START_DEV changes nothing; the same timeout runs on. Once
  * live again, the next close begins a new recovery with a new timeout.
  * Requests still outstanding on queues the old daemon keeps open are its own
- * to answer, with the usual timeout.
+ * to answer, with the usual timeout. The kernel cannot know what the old
+ * daemon had already sent on: a write it passed to a store that outlives it
+ * (a server) may be applied after the new daemon's newer write of the same
+ * blocks, unless the daemons fence the store between them.
  */
 #define USERBLK_F_RECOVERY	(1ULL << 7)
 #define USERBLK_F_ALL		(USERBLK_F_FLUSH | USERBLK_F_DISCARD | \
