@@ -228,6 +228,9 @@ bool userblk_pending_ready(struct userblk_queue *q)
 
 	if (list_empty_careful(&q->pending))
 		return false;
+	/* Only a device with recovery holds requests: the others need no lock. */
+	if (!(q->dev->cfg.features & USERBLK_F_RECOVERY))
+		return true;
 	spin_lock(&q->lock);
 	cmd = list_first_entry_or_null(&q->pending, struct userblk_cmd, node);
 	ready = cmd && userblk_may_hand_out(q, cmd);
