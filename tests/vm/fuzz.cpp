@@ -20,6 +20,7 @@
 // timing, and so the answers, vary between runs: a seed reproduces the sequence of actions,
 // not always the interleaving (--trace prints every action).
 
+#include <execinfo.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -403,9 +404,40 @@ using userblk_test::mode_of;
 
 sigjmp_buf g_probe_jmp;
 volatile sig_atomic_t g_probing = 0;
-void probe_fault(int sig) {
-    if (g_probing)
+pthread_t g_main_thread{}; // the only thread that probes
+
+// A fault outside a probe is the fuzzer's own crash: say where, and what it was doing, before
+// the signal kills it (not async-signal-safe, but the process is dying anyway; the log is
+// printed only if no thread holds it, so a crash inside note() cannot deadlock here).
+void fatal_fault(int sig, siginfo_t* si) {
+    char line[200];
+    char where[48];
+    if (si->si_code <= 0) // sent, not a fault
+        std::snprintf(where, sizeof(where), "sent by pid %d", static_cast<int>(si->si_pid));
+    else
+        std::snprintf(where, sizeof(where), "at address %p", si->si_addr);
+    int n = std::snprintf(line, sizeof(line),
+                          "CRASH: %s %s in the %s thread (seed %llu, iteration %llu)\n",
+                          sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", where,
+                          pthread_equal(pthread_self(), g_main_thread) ? "main" : "I/O or watchdog",
+                          static_cast<unsigned long long>(g_seed),
+                          static_cast<unsigned long long>(g_iteration));
+    if (n > 0)
+        (void)!::write(STDERR_FILENO, line, std::min<size_t>(static_cast<size_t>(n), sizeof(line)));
+    void* frames[32];
+    int depth = ::backtrace(frames, 32); // glibc's execinfo: no library of ours does this
+    ::backtrace_symbols_fd(frames, depth, STDERR_FILENO);
+    if (g_log_mutex.try_lock()) {
+        g_log_mutex.unlock();
+        dump_log();
+    }
+    std::fflush(stderr);
+}
+
+void probe_fault(int sig, siginfo_t* si, void*) {
+    if (g_probing && pthread_equal(pthread_self(), g_main_thread))
         siglongjmp(g_probe_jmp, sig);
+    fatal_fault(sig, si);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -1636,8 +1668,10 @@ int main(int argc, char** argv) {
     struct sigaction sa {};
     sa.sa_handler = on_usr1; // no SA_RESTART: a sleep in the kernel returns EINTR
     sigaction(SIGUSR1, &sa, nullptr);
-    sa.sa_handler = probe_fault;
-    sa.sa_flags = SA_NODEFER;
+    g_main_thread = pthread_self();
+    sa.sa_handler = nullptr;
+    sa.sa_sigaction = probe_fault;
+    sa.sa_flags = SA_NODEFER | SA_SIGINFO;
     sigaction(SIGSEGV, &sa, nullptr);
     sigaction(SIGBUS, &sa, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
