@@ -790,18 +790,30 @@ static void userblk_kill(struct userblk_dev *dev)
  * blk-mq), mark every queue as wanting a new daemon's fd, and arm the timeout.
  * A request timeout may have killed the device meanwhile: then it stays dead.
  */
-static void userblk_begin_recovery(struct userblk_dev *dev, struct userblk_queue *q)
+static bool userblk_begin_recovery(struct userblk_dev *dev, struct userblk_queue *q)
 {
 	unsigned int i;
 
 	lockdep_assert_held(&userblk_ctl_mutex);
 	if (cmpxchg(&dev->state, USERBLK_STATE_LIVE, USERBLK_STATE_RECOVERING) !=
 	    USERBLK_STATE_LIVE)
-		return;
-	pr_warn("dev %u (%s): the daemon of queue %u went away: holding I/O for a new daemon for up to %u ms\n",
-		dev->id, dev->tr->name, q->id, dev->cfg.recovery_timeout_ms);
-	for (i = 0; i < dev->cfg.nr_queues; i++)
-		dev->queues[i].reattach = true;
+		return false;
+	if (q)
+		pr_warn("dev %u (%s): the daemon of queue %u went away: holding I/O for a new daemon for up to %u ms\n",
+			dev->id, dev->tr->name, q->id, dev->cfg.recovery_timeout_ms);
+	else
+		pr_info("dev %u (%s): handed over by pid %d: holding I/O for a new daemon for up to %u ms\n",
+			dev->id, dev->tr->name, task_tgid_vnr(current),
+			dev->cfg.recovery_timeout_ms);
+	/*
+	 * Every queue wants a new daemon's fd: an old fd still open hands out
+	 * nothing more (end of file, RING_ENTER ENODEV) and its waiters wake to
+	 * see it, while the answers it owes are still taken.
+	 */
+	for (i = 0; i < dev->cfg.nr_queues; i++) {
+		WRITE_ONCE(dev->queues[i].reattach, true);
+		wake_up(&dev->queues[i].wait);
+	}
 	blk_mq_quiesce_queue(dev->disk->queue);
 	dev->quiesced = true;
 	/* Not pending: the last recovery's timeout was cancelled, or ran. */
@@ -809,6 +821,7 @@ static void userblk_begin_recovery(struct userblk_dev *dev, struct userblk_queue
 	if (!queue_delayed_work(userblk_wq, &dev->recover_work,
 				msecs_to_jiffies(dev->cfg.recovery_timeout_ms)))
 		userblk_dev_put(dev);	/* a stale run still pending: it finds us */
+	return true;
 }
 
 /*
@@ -830,7 +843,7 @@ static int userblk_hold_queue(struct userblk_queue *q)
 	int ret;
 
 	lockdep_assert_held(&userblk_ctl_mutex);
-	q->reattach = true;
+	WRITE_ONCE(q->reattach, true);
 	if (q->dev->tr->reset_queue) {
 		ret = q->dev->tr->reset_queue(q);
 		if (ret)
@@ -1378,6 +1391,45 @@ out_unlock:
 	return ret;
 }
 
+/*
+ * A planned upgrade: the owner (or an administrator, with USERBLK_CTL_FORCE)
+ * makes a live device with USERBLK_F_RECOVERY recover now, as if a queue fd
+ * had closed. Its daemon answers what it holds, sees end of file, closes its
+ * queues and exits; the next daemon takes over with RECOVER_DEV.
+ */
+static int userblk_handover(unsigned long arg)
+{
+	struct userblk_dev *dev;
+	int ret = -ENODEV;
+	u32 state;
+
+	mutex_lock(&userblk_ctl_mutex);
+	dev = userblk_lookup(arg & ~(unsigned long)USERBLK_CTL_FORCE);
+	if (!dev)
+		goto out_unlock;
+	ret = userblk_may_control(dev, arg & USERBLK_CTL_FORCE, "HANDOVER_DEV");
+	if (ret)
+		goto out_unlock;
+	ret = -EINVAL;
+	if (!(dev->cfg.features & USERBLK_F_RECOVERY)) {
+		pr_warn_ratelimited("HANDOVER_DEV: dev %u was added without USERBLK_F_RECOVERY: no daemon could take it over\n",
+				    dev->id);
+		goto out_unlock;
+	}
+	state = READ_ONCE(dev->state);
+	ret = state == USERBLK_STATE_DEAD ? -ESHUTDOWN : -EBUSY;
+	if (state != USERBLK_STATE_LIVE) {
+		pr_warn_ratelimited("HANDOVER_DEV: dev %u is not live (state %u)\n",
+				    dev->id, state);
+		goto out_unlock;
+	}
+	/* A request timeout may have killed it since. */
+	ret = userblk_begin_recovery(dev, NULL) ? 0 : -ESHUTDOWN;
+out_unlock:
+	mutex_unlock(&userblk_ctl_mutex);
+	return ret;
+}
+
 static int userblk_get_info(struct userblk_dev_config __user *arg)
 {
 	struct userblk_dev_config cfg;
@@ -1440,7 +1492,7 @@ static int userblk_open_queue(struct userblk_queue_open __user *arg)
 		goto out_unlock;
 	}
 	q->attached = true;
-	q->reattach = false;
+	WRITE_ONCE(q->reattach, false);
 	dev->nr_attached++;
 out_unlock:
 	mutex_unlock(&userblk_ctl_mutex);
@@ -1468,6 +1520,8 @@ static long userblk_ctl_ioctl(struct file *file, unsigned int cmd,
 		return userblk_open_queue((void __user *)arg);
 	case USERBLK_IOC_RECOVER_DEV:
 		return userblk_recover(arg);
+	case USERBLK_IOC_HANDOVER_DEV:
+		return userblk_handover(arg);
 	default:
 		return -ENOTTY;
 	}

@@ -45,6 +45,9 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 		size_t entry;
 		bool data;
 
+		/* A recovery began: this fd's daemon gets no more requests. */
+		if (READ_ONCE(q->reattach))
+			return done;
 		rq = userblk_take_pending(q, count - done, &desc,
 					  ops->inline_data);
 		if (!rq) {
@@ -56,7 +59,8 @@ ssize_t userblk_desc_read(struct file *file, char __user *buf, size_t count,
 				return -EAGAIN;
 			ret = wait_event_interruptible(q->wait,
 						       userblk_pending_ready(q) ||
-						       READ_ONCE(q->dead));
+						       READ_ONCE(q->dead) ||
+						       READ_ONCE(q->reattach));
 			if (ret)
 				return ret;
 			continue;
@@ -167,7 +171,7 @@ __poll_t userblk_desc_poll(struct file *file, struct poll_table_struct *wait)
 	poll_wait(file, &q->wait, wait);
 	if (userblk_pending_ready(q))
 		mask |= EPOLLIN | EPOLLRDNORM;
-	if (READ_ONCE(q->dead))
+	if (READ_ONCE(q->dead) || READ_ONCE(q->reattach))
 		mask |= EPOLLIN | EPOLLRDNORM | EPOLLHUP;
 	return mask;
 }

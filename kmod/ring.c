@@ -459,12 +459,16 @@ static long ring_enter(struct userblk_queue *q, unsigned long flags)
 			ring_count_reject(q, r);
 			return -EINVAL;
 		}
+		/* A recovery began: this fd's daemon gets no more requests. */
+		if (READ_ONCE(q->reattach))
+			return -ENODEV;
 		ret = wait_event_interruptible(q->wait, ring_sq_pending(r) ||
-					       READ_ONCE(q->dead));
+					       READ_ONCE(q->dead) ||
+					       READ_ONCE(q->reattach));
 		if (ret)
 			return ret;
 	}
-	if (READ_ONCE(q->dead))
+	if (READ_ONCE(q->dead) || READ_ONCE(q->reattach))
 		return -ENODEV;
 	return ring_sq_pending(r);
 }
@@ -523,7 +527,7 @@ static __poll_t ring_poll(struct file *file, struct poll_table_struct *wait)
 	poll_wait(file, &q->wait, wait);
 	if (ring_sq_pending(ring_of(q)))
 		mask |= EPOLLIN | EPOLLRDNORM;
-	if (READ_ONCE(q->dead))
+	if (READ_ONCE(q->dead) || READ_ONCE(q->reattach))
 		mask |= EPOLLIN | EPOLLRDNORM | EPOLLHUP;
 	return mask;
 }

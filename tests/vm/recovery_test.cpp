@@ -1,7 +1,8 @@
 // Recovery at the kernel boundary (USERBLK_F_RECOVERY): a daemon that goes away with requests
 // in hand leaves a device that holds them, and a new daemon gets them again under new gens;
 // I/O that comes meanwhile waits; the recovery timeout fails what is held; a daemon that dies
-// during recovery changes nothing; the answers the old daemon had published (ring) are taken.
+// during recovery changes nothing; the answers the old daemon had published (ring) are taken;
+// a planned hand-over (HANDOVER_DEV) ends the old daemon's queue but takes its last answers.
 // The tests serve the device by hand through its one queue, as the old and the new daemon.
 //
 // Runs as root where userblk.ko is loaded (suite.py runs it once per transport):
@@ -33,7 +34,9 @@ namespace {
 using namespace userblk_test;
 using namespace std::chrono_literals;
 
-bool recovers(uint32_t mode) { return mode == USERBLK_MODE_COPY || mode == USERBLK_MODE_RING; }
+bool recovers(uint32_t mode) {
+    return mode == USERBLK_MODE_COPY || mode == USERBLK_MODE_RING;
+}
 
 // One daemon's hold on queue 0 of a device: its fd, and for ring its mapping and indices.
 class HandDaemon {
@@ -118,6 +121,24 @@ public:
             return area_ + l_.buf_off + size_t{d.tag} * l_.buf_size;
         return buf_.data() + sizeof(userblk_io_desc);
     }
+    // What the daemon's loop sees when it asks for more: copy's read() (0 at end of file) or
+    // ring's RING_ENTER with a wait (the need-wake-up flag set first). 0 or -errno.
+    long ask_for_more() {
+        if (cfg_.mode == USERBLK_MODE_RING) {
+            std::atomic_ref(didx()->flags).fetch_or(USERBLK_RING_NEED_WAKEUP);
+            int r =
+                xioctl(q_.get(), USERBLK_IOC_RING_ENTER, (unsigned long)USERBLK_RING_ENTER_WAIT);
+            return r < 0 ? r : 0;
+        }
+        buf_.resize(USERBLK_COPY_MIN_READ(cfg_.max_io_bytes));
+        ssize_t n = ::read(q_.get(), buf_.data(), buf_.size());
+        return n < 0 ? -errno : n;
+    }
+    // poll()'s events on the queue fd, without waiting.
+    short events() {
+        pollfd p{q_.get(), POLLIN, 0};
+        return ::poll(&p, 1, 0) == 1 ? p.revents : 0;
+    }
     uint64_t ring_rejected() {
         return std::atomic_ref(kidx()->rejected).load(std::memory_order_relaxed);
     }
@@ -175,6 +196,9 @@ protected:
     int start() { return xioctl(ctl_.get(), USERBLK_IOC_START_DEV, (unsigned long)cfg_.dev_id); }
     int recover() {
         return xioctl(ctl_.get(), USERBLK_IOC_RECOVER_DEV, (unsigned long)cfg_.dev_id);
+    }
+    int hand_over() {
+        return xioctl(ctl_.get(), USERBLK_IOC_HANDOVER_DEV, (unsigned long)cfg_.dev_id);
     }
     // The next daemon: RECOVER_DEV, then its queue.
     void take_over() {
@@ -319,6 +343,47 @@ TEST_F(RecoveryTest, AnAnswerPublishedBeforeTheDeathIsTaken) {
     EXPECT_EQ(daemon_->next_request(300).tag, 0xffff) << "an answered request came back";
 }
 
+// A planned upgrade: HANDOVER_DEV makes the live device recover at once. The old daemon's
+// queue gives it nothing more (end of file; ring: ENODEV), even while it waits, yet the answer
+// it owes is taken; I/O from then on waits for the next daemon, which gets it after START_DEV.
+TEST_F(RecoveryTest, AHandOverEndsTheOldDaemonsQueueAndTakesItsLastAnswers) {
+    bring_up();
+    AlignedBlock out, out2;
+    auto io = io_async(path_, false, 0, out.data);
+    userblk_io_desc d = daemon_->next_request();
+    ASSERT_EQ(d.op, USERBLK_OP_READ);
+    // The old daemon waits for more when the hand-over comes.
+    auto asked = std::async(std::launch::async, [&] { return daemon_->ask_for_more(); });
+    EXPECT_TRUE(pending(asked, 200ms)) << "the wait returned before the hand-over";
+    ASSERT_EQ(hand_over(), 0);
+    ASSERT_EQ(asked.wait_for(5s), std::future_status::ready) << "the hand-over did not wake it";
+    const long end = mode_ == USERBLK_MODE_RING ? -ENODEV : 0;
+    EXPECT_EQ(asked.get(), end);
+    EXPECT_EQ(state_of(cfg_.dev_id), (uint32_t)USERBLK_STATE_RECOVERING);
+    EXPECT_EQ(hand_over(), -EBUSY) << "a second hand-over of a recovering device";
+    EXPECT_TRUE(daemon_->events() & POLLHUP) << "poll() does not say the queue has ended";
+    // I/O that comes now waits, and the old daemon is not given it.
+    auto io2 = io_async(path_, false, 8192, out2.data);
+    EXPECT_TRUE(pending(io2)) << "I/O after the hand-over did not wait";
+    EXPECT_EQ(daemon_->ask_for_more(), end) << "the old daemon was given more";
+    // Its last answer is still taken (ring: reaped by the RING_ENTER that then says ENODEV).
+    auto data = pattern_of(d.len, 5);
+    EXPECT_EQ(daemon_->answer(d, data.data()), mode_ == USERBLK_MODE_RING ? -ENODEV : 0);
+    ASSERT_EQ(io.wait_for(5s), std::future_status::ready) << "the old daemon's answer was lost";
+    ASSERT_EQ(io.get(), (ssize_t)kIoBlock);
+    EXPECT_EQ(std::memcmp(out.data, data.data(), kIoBlock), 0);
+    daemon_->die();
+    take_over();
+    ASSERT_EQ(start(), 0);
+    userblk_io_desc d2 = daemon_->next_request();
+    ASSERT_EQ(d2.op, USERBLK_OP_READ);
+    EXPECT_EQ(d2.offset, 8192u);
+    auto data2 = pattern_of(d2.len, 6);
+    ASSERT_EQ(daemon_->answer(d2, data2.data()), 0);
+    ASSERT_EQ(io2.get(), (ssize_t)kIoBlock);
+    EXPECT_EQ(std::memcmp(out2.data, data2.data(), kIoBlock), 0);
+}
+
 // Deleting a recovering device fails what it holds and removes it.
 TEST_F(RecoveryTest, DeletingARecoveringDeviceFailsHeldIo) {
     bring_up();
@@ -341,6 +406,12 @@ TEST_F(ControlTest, RecoveryBadInput) {
         EXPECT_EQ(add_expect_error(c), -EINVAL) << g_transport << " took USERBLK_F_RECOVERY";
         return;
     }
+    userblk_dev_config plain = good_config(mode);
+    ASSERT_EQ(add(plain), 0);
+    EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_HANDOVER_DEV, (unsigned long)plain.dev_id), -EINVAL)
+        << "HANDOVER_DEV of a device without USERBLK_F_RECOVERY";
+    EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_HANDOVER_DEV, (unsigned long)USERBLK_MAX_DEVICES),
+              -ENODEV);
     c.recovery_timeout_ms = USERBLK_MIN_TIMEOUT_MS - 1;
     EXPECT_EQ(add_expect_error(c), -EINVAL) << "recovery timeout below the minimum";
     c.recovery_timeout_ms = USERBLK_MAX_TIMEOUT_MS + 1;
@@ -350,10 +421,14 @@ TEST_F(ControlTest, RecoveryBadInput) {
     EXPECT_EQ(c.recovery_timeout_ms, USERBLK_DEFAULT_RECOVERY_TIMEOUT_MS);
     EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_RECOVER_DEV, (unsigned long)c.dev_id), -EBUSY)
         << "RECOVER_DEV of a device that was never live";
+    EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_HANDOVER_DEV, (unsigned long)c.dev_id), -EBUSY)
+        << "HANDOVER_DEV of a device that was never live";
     EXPECT_EQ(xioctl(ctl_.get(), USERBLK_IOC_RECOVER_DEV, (unsigned long)USERBLK_MAX_DEVICES),
               -ENODEV);
 }
 
 } // namespace
 
-int main(int argc, char** argv) { return userblk_test::run_uapi_tests(argc, argv); }
+int main(int argc, char** argv) {
+    return userblk_test::run_uapi_tests(argc, argv);
+}

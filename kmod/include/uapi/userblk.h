@@ -33,9 +33,9 @@
  *              recovering device, one opened since it began to recover)
  *   EBUSY      START_DEV twice, or after a failed START_DEV; OPEN_QUEUE of
  *              a queue already open; RECOVER_DEV of a device that is not
- *              recovering
+ *              recovering; HANDOVER_DEV of one that is not live
  *   ESHUTDOWN  OPEN_QUEUE of a dead device: delete it and add a new one
- *              (RECOVER_DEV of one: its recovery timed out)
+ *              (RECOVER_DEV, HANDOVER_DEV of one: its recovery timed out)
  *   E2BIG      ADD_DEV in ring mode: a queue's shared area (rings plus
  *              queue_depth buffers of max_io_bytes) is larger than the
  *              module allows (256 MiB): lower the depth or the max I/O
@@ -114,13 +114,21 @@ enum userblk_mode {
  * RECOVER_DEV, which makes it the device's owner, opens every queue once the
  * old daemon's fds are closed (OPEN_QUEUE says EBUSY until then), and
  * START_DEV resumes the device: the held requests and those that waited are
- * dispatched to it. If no START_DEV comes within recovery_timeout_ms of the
+ * dispatched to it. From the moment recovery begins the old daemon's queue
+ * fds that are still open hand out nothing more (read() returns end of file,
+ * RING_ENTER fails with ENODEV, poll() says EPOLLHUP), while its answers to
+ * the requests it already has are still taken; what it leaves unanswered
+ * when it closes them is held like the rest. HANDOVER_DEV, from the owner
+ * (or with USERBLK_CTL_FORCE), begins a recovery of a live device on purpose:
+ * a planned upgrade, in which the old daemon answers what it has, sees end
+ * of file, closes its queues and exits, and the new one takes over as above
+ * (EINVAL without the feature, EBUSY if the device is not live). If no START_DEV comes within recovery_timeout_ms of the
  * first close, the device dies as it would without the feature: held and
  * waiting I/O fails, and it can only be deleted. A new daemon that closes a
  * queue before its START_DEV changes nothing; the same timeout runs on. Once
  * live again, the next close begins a new recovery with a new timeout.
- * Requests still outstanding on queues the old daemon keeps open are its own
- * to answer, with the usual timeout. The kernel cannot know what the old
+ * Requests the old daemon took on queues it keeps open are its own to
+ * answer, with the usual timeout. The kernel cannot know what the old
  * daemon had already sent on: a write it passed to a store that outlives it
  * (a server) may be applied after the new daemon's newer write of the same
  * blocks, unless the daemons fence the store between them.
@@ -208,6 +216,8 @@ struct userblk_queue_open {
 #define USERBLK_IOC_OPEN_QUEUE	_IOW(USERBLK_IOC_MAGIC, 0x05, struct userblk_queue_open)
 /* RECOVER_DEV: the caller takes over a RECOVERING device (USERBLK_F_RECOVERY). */
 #define USERBLK_IOC_RECOVER_DEV	_IO(USERBLK_IOC_MAGIC, 0x06)	/* arg: dev_id */
+/* HANDOVER_DEV: a live device with USERBLK_F_RECOVERY begins to recover now. */
+#define USERBLK_IOC_HANDOVER_DEV	_IO(USERBLK_IOC_MAGIC, 0x07)	/* arg: dev_id [| FORCE] */
 
 /* Request operations as the daemon sees them. */
 enum userblk_op {
