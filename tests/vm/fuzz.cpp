@@ -416,12 +416,11 @@ void fatal_fault(int sig, siginfo_t* si) {
         std::snprintf(where, sizeof(where), "sent by pid %d", static_cast<int>(si->si_pid));
     else
         std::snprintf(where, sizeof(where), "at address %p", si->si_addr);
-    int n = std::snprintf(line, sizeof(line),
-                          "CRASH: %s %s in the %s thread (seed %llu, iteration %llu)\n",
-                          sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", where,
-                          pthread_equal(pthread_self(), g_main_thread) ? "main" : "I/O or watchdog",
-                          static_cast<unsigned long long>(g_seed),
-                          static_cast<unsigned long long>(g_iteration));
+    int n = std::snprintf(
+        line, sizeof(line), "CRASH: %s %s in the %s thread (seed %llu, iteration %llu)\n",
+        sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", where,
+        pthread_equal(pthread_self(), g_main_thread) ? "main" : "I/O or watchdog",
+        static_cast<unsigned long long>(g_seed), static_cast<unsigned long long>(g_iteration));
     if (n > 0)
         (void)!::write(STDERR_FILENO, line, std::min<size_t>(static_cast<size_t>(n), sizeof(line)));
     void* frames[32];
@@ -849,11 +848,11 @@ private:
                 return;
             Mapping area(p, l.map_size);
             char* b = static_cast<char*>(p);
-            bool ok = ::mmap(b, l.rw_off, PROT_READ, MAP_SHARED | MAP_FIXED, q->fd.fd, 0) !=
-                          MAP_FAILED &&
-                      ::mmap(b + l.rw_off, l.map_size - l.rw_off, PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_FIXED, q->fd.fd,
-                             static_cast<off_t>(l.rw_off)) != MAP_FAILED;
+            bool ok =
+                ::mmap(b, l.rw_off, PROT_READ, MAP_SHARED | MAP_FIXED, q->fd.fd, 0) != MAP_FAILED &&
+                ::mmap(b + l.rw_off, l.map_size - l.rw_off, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_FIXED, q->fd.fd,
+                       static_cast<off_t>(l.rw_off)) != MAP_FAILED;
             note("mmap ring dev %u q %u len %llu -> %s", q->dev_id, q->id,
                  static_cast<unsigned long long>(l.map_size), ok ? "ok" : std::strerror(errno));
             if (!ok)
@@ -1123,8 +1122,8 @@ private:
             answered_++;
         }
         long w = out.empty() ? 0 : x_write(q.fd.fd, out.data(), out.size() * sizeof(out[0]));
-        note("serve mode %u dev %u q %u: read %ld, answered %zu -> %ld", q.cfg.mode, q.dev_id,
-             q.id, n, out.size(), w);
+        note("serve mode %u dev %u q %u: read %ld, answered %zu -> %ld", q.cfg.mode, q.dev_id, q.id,
+             n, out.size(), w);
     }
 
     void serve_ring(Queue& q) {
