@@ -23,9 +23,8 @@ constexpr std::array<FeatureName, 8> kFeatures = {{
     {USERBLK_F_RECOVERY, "recovery"},
 }};
 
-static_assert((USERBLK_F_FLUSH | USERBLK_F_DISCARD | USERBLK_F_WRITE_ZEROES |
-               USERBLK_F_READ_ONLY | USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | USERBLK_F_LEND |
-               USERBLK_F_RECOVERY) ==
+static_assert((USERBLK_F_FLUSH | USERBLK_F_DISCARD | USERBLK_F_WRITE_ZEROES | USERBLK_F_READ_ONLY |
+               USERBLK_F_FUA | USERBLK_F_ANY_DAEMON | USERBLK_F_LEND | USERBLK_F_RECOVERY) ==
                   USERBLK_F_ALL,
               "every uapi feature needs a name in kFeatures");
 
@@ -109,6 +108,8 @@ std::string state_name(std::uint32_t state) {
         return "live";
     case USERBLK_STATE_DEAD:
         return "dead";
+    case USERBLK_STATE_RECOVERING:
+        return "recovering";
     default:
         return "state" + std::to_string(state);
     }

@@ -29,6 +29,12 @@ struct DeviceConfig {
     std::uint32_t timeout_ms = 0;              ///< request timeout; 0 selects the driver's default
     std::uint64_t features = 0;                ///< USERBLK_F_*
     std::uint32_t dev_id = USERBLK_DEV_ID_ANY; ///< wanted id, or any free one
+    /// With USERBLK_F_RECOVERY: how long the device waits for a new daemon after its daemon
+    /// went away (ms); 0 selects the driver's default.
+    std::uint32_t recovery_timeout_ms = 0;
+    /// Take over the recovering device dev_id (`userblk recover`) instead of adding one: its
+    /// geometry is the device's; the other fields here say how to serve it.
+    bool recover = false;
     std::uint32_t poll_us = 0; ///< busy-poll budget for transports that poll (µs); 0 = never
     /// Spin on the submission ring without system calls, up to spin_us µs idle before sleeping,
     /// telling the kernel when it must wake the daemon (ring; USERBLK_RING_NEED_WAKEUP); 0 = never.
@@ -54,6 +60,7 @@ struct DeviceInfo {
     std::uint32_t queue_depth = 0;
     std::uint32_t max_io_bytes = 0;
     std::uint32_t timeout_ms = 0;
+    std::uint32_t recovery_timeout_ms = 0; ///< with USERBLK_F_RECOVERY
     std::uint64_t features = 0;
 };
 
@@ -72,8 +79,7 @@ std::string_view socket_kind_name(SocketKind kind) noexcept;
 /// The SocketKind of "unix" or "tcp"; nullopt for anything else.
 std::optional<SocketKind> parse_socket_kind(std::string_view name) noexcept;
 
-
-/// "added", "live", "dead", or "state<N>".
+/// "added", "live", "dead", "recovering", or "state<N>".
 std::string state_name(std::uint32_t state);
 
 /// The block device node of device id: /dev/userblk<id>.

@@ -16,6 +16,10 @@ namespace userblk {
 
 namespace {
 
+/// How long a daemon taking over a device waits for the old one to close a queue (10 s).
+constexpr int kTakeOverTries = 1000;
+constexpr unsigned kTakeOverPollUs = 10000;
+
 std::string device_name(std::uint32_t id) {
     return "device " + std::to_string(id);
 }
@@ -40,6 +44,8 @@ std::string explain_device(int err, std::uint32_t id) {
         return "not every queue has a daemon (an open queue fd)";
     case ESHUTDOWN:
         return "the device is dead: delete it and add a new one";
+    case EBUSY:
+        return "the device is not in the state this needs (`userblk list` shows it)";
     default:
         return explain_common(err);
     }
@@ -121,6 +127,36 @@ Result<userblk_dev_config> ControlDevice::get_info(std::uint32_t id) const {
     return cfg;
 }
 
+Status ControlDevice::recover_dev(std::uint32_t id) const {
+    if (::ioctl(fd_.get(), USERBLK_IOC_RECOVER_DEV, static_cast<unsigned long>(id)) < 0) {
+        int err = errno;
+        std::string why = explain_device(err, id);
+        if (err == EBUSY) {
+            why = "it is not recovering: only a device added with the recovery feature whose "
+                  "daemon died or handed it over can be taken over";
+        } else if (err == ESHUTDOWN) {
+            why = "its recovery timed out and it is dead: delete it and add a new one";
+        }
+        return ioctl_failed(err, "RECOVER_DEV of " + device_name(id), why);
+    }
+    return {};
+}
+
+Status ControlDevice::handover_dev(std::uint32_t id, bool force) const {
+    if (::ioctl(fd_.get(), USERBLK_IOC_HANDOVER_DEV, control_arg(id, force)) < 0) {
+        int err = errno;
+        std::string why = explain_device(err, id);
+        if (err == EINVAL) {
+            why = "it was added without the recovery feature (--features recovery): no daemon "
+                  "could take it over";
+        } else if (err == EBUSY) {
+            why = "it is not live (not started yet, or already recovering)";
+        }
+        return ioctl_failed(err, "HANDOVER_DEV of " + device_name(id), why);
+    }
+    return {};
+}
+
 Result<unique_fd> ControlDevice::open_queue(std::uint32_t id, std::uint16_t queue) const {
     userblk_queue_open qo{};
     qo.dev_id = id;
@@ -151,6 +187,7 @@ userblk_dev_config to_uapi(const DeviceConfig& cfg, std::uint32_t mode) noexcept
     c.queue_depth = cfg.queue_depth;
     c.max_io_bytes = cfg.max_io_bytes;
     c.timeout_ms = cfg.timeout_ms;
+    c.recovery_timeout_ms = cfg.recovery_timeout_ms;
     return c;
 }
 
@@ -165,6 +202,7 @@ DeviceInfo info_from_uapi(const userblk_dev_config& cfg) {
     info.queue_depth = cfg.queue_depth;
     info.max_io_bytes = cfg.max_io_bytes;
     info.timeout_ms = cfg.timeout_ms;
+    info.recovery_timeout_ms = cfg.recovery_timeout_ms;
     info.features = cfg.features;
     return info;
 }
@@ -302,6 +340,22 @@ Status KmodTransport::create(const DeviceConfig& cfg, Backend* backend) {
     if (!control.ok()) {
         return control.status();
     }
+    if (cfg.recover) {
+        if (Status st = take_over(cfg, control.value()); !st.ok()) {
+            return st;
+        }
+        control_.emplace(std::move(control).value());
+        created_ = true;
+        recovered_ = true;
+        cfg_ = cfg;
+        info_.id = cfg.dev_id;
+        info_.path = disk_path(cfg.dev_id);
+        Status st = open_queues(*backend);
+        if (!st.ok()) {
+            queues_.clear(); // the device stays recovering: the next daemon may try again
+        }
+        return st;
+    }
     userblk_dev_config uc = to_uapi(cfg, mode_);
     if (Status st = control->add_dev(uc, name_); !st.ok()) {
         return st;
@@ -320,6 +374,26 @@ Status KmodTransport::create(const DeviceConfig& cfg, Backend* backend) {
         }
     }
     return st;
+}
+
+Status KmodTransport::take_over(const DeviceConfig& cfg, ControlDevice& control) {
+    const std::string what = name_ + ": taking over device " + std::to_string(cfg.dev_id);
+    auto got = control.get_info(cfg.dev_id);
+    if (!got.ok()) {
+        return got.status();
+    }
+    if (got->mode != mode_) {
+        return Status::from_errno(EINVAL, what + " failed",
+                                  "it is served in userblk.ko mode " + std::to_string(got->mode) +
+                                      ", not " + name_ + "'s (" + std::to_string(mode_) +
+                                      "): give its own --transport");
+    }
+    if ((got->features & USERBLK_F_RECOVERY) == 0) {
+        return Status::from_errno(EINVAL, what + " failed",
+                                  "it was added without the recovery feature: a device whose "
+                                  "daemon died without it is dead");
+    }
+    return control.recover_dev(cfg.dev_id);
 }
 
 Status KmodTransport::open_queues(Backend& backend) {
@@ -341,7 +415,25 @@ Status KmodTransport::open_queues(Backend& backend) {
         auto q = std::make_unique<Queue>();
         q->id = i;
         auto fd = control_->open_queue(info_.id, static_cast<std::uint16_t>(i));
+        // Taking over: the old daemon may still be closing its queue (a hand-over, or a kill
+        // whose exit has not finished): EBUSY until it has, for a bounded while.
+        for (int tries = 0; recovered_ && !fd.ok() && fd.status().error_number() == EBUSY &&
+                            tries < kTakeOverTries;
+             ++tries) {
+            ::usleep(kTakeOverPollUs);
+            fd = control_->open_queue(info_.id, static_cast<std::uint16_t>(i));
+        }
         if (!fd.ok()) {
+            if (recovered_ && fd.status().error_number() == EBUSY) {
+                return Status::from_errno(
+                    EBUSY,
+                    name_ + ": OPEN_QUEUE " + std::to_string(i) + " of device " +
+                        std::to_string(info_.id),
+                    "the old daemon still has it open after " +
+                        std::to_string(kTakeOverTries * kTakeOverPollUs / 1000) +
+                        " ms: it is alive (stop it, or `userblk "
+                        "handover` it first)");
+            }
             return fd.status();
         }
         q->fd = std::move(fd).value();
@@ -389,10 +481,11 @@ Status KmodTransport::serve(std::stop_token stop, const ReadyFn& ready) {
     QueueThreads spec{
         .name = name_,
         .nr_queues = static_cast<unsigned>(queues_.size()),
-        .run = [this, stop](unsigned i, const QueueThreads::Ready& is_ready) {
-            is_ready({});
-            return queues_[i]->worker->run(stop);
-        },
+        .run =
+            [this, stop](unsigned i, const QueueThreads::Ready& is_ready) {
+                is_ready({});
+                return queues_[i]->worker->run(stop);
+            },
         .start = [this] { return control_->start_dev(info_.id); },
         .halt = [this] { halt(); },
     };
@@ -408,6 +501,15 @@ Status KmodTransport::destroy() {
     auto got = control_->get_info(info_.id);
     if (!got.ok() && got.status().error_number() == ENODEV) {
         deleted_.store(true); // someone else deleted it (`userblk del`)
+        return {};
+    }
+    if (got.ok() && got->state == USERBLK_STATE_RECOVERING) {
+        // Handed over (HANDOVER_DEV), or a take-over that failed: the device waits for the
+        // next daemon, within its recovery timeout; deleting it would fail what it holds.
+        deleted_.store(true);
+        log_error("%s: device %u is recovering: left for the next daemon (`userblk recover %u`) "
+                  "for up to %u ms",
+                  name_.c_str(), info_.id, info_.id, got->recovery_timeout_ms);
         return {};
     }
     if (got.ok() && ended_by_kernel_ && got->state == USERBLK_STATE_LIVE) {

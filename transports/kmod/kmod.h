@@ -39,6 +39,11 @@ public:
     [[nodiscard]] Result<userblk_dev_config> get_info(std::uint32_t id) const;
     /// OPEN_QUEUE: a new close-on-exec fd bound to queue of device id.
     [[nodiscard]] Result<unique_fd> open_queue(std::uint32_t id, std::uint16_t queue) const;
+    /// RECOVER_DEV: the caller becomes the owner of a recovering device (USERBLK_F_RECOVERY).
+    Status recover_dev(std::uint32_t id) const;
+    /// HANDOVER_DEV: a live device with USERBLK_F_RECOVERY begins to recover now, so that its
+    /// daemon lets it go (a planned upgrade); force acts on another process's device.
+    Status handover_dev(std::uint32_t id, bool force = false) const;
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
 
@@ -85,11 +90,13 @@ public:
 };
 
 /// The base of every transport served by userblk.ko. create() adds the device in mode and opens
-/// its queues, serve() runs one worker thread per queue and then START_DEV (so requests that
-/// arrive as soon as the disk appears, e.g. udev's probes, are served), stop is STOP_DEV (which
-/// ends every queue's loop: read() gives end of file, RING_ENTER fails with ENODEV), destroy() is
-/// DEL_DEV. A derived transport supplies
-/// describe_mode() and make_worker(), and defines its registry entry (TransportEntry).
+/// its queues (with DeviceConfig::recover, it takes over the recovering device dev_id instead:
+/// RECOVER_DEV, then the queues, waiting a while for the old daemon to close its own), serve() runs
+/// one worker thread per queue and then START_DEV (so requests that arrive as soon as the disk
+/// appears, e.g. udev's probes, are served), stop is STOP_DEV (which ends every queue's loop:
+/// read() gives end of file, RING_ENTER fails with ENODEV), destroy() is DEL_DEV. A derived
+/// transport supplies describe_mode() and make_worker(), and defines its registry entry
+/// (TransportEntry).
 class KmodTransport : public Transport {
 public:
     ~KmodTransport() override;
@@ -118,6 +125,8 @@ private:
     struct Queue;
 
     Status open_queues(Backend& backend);
+    /// The part of create() that takes over the recovering device cfg.dev_id.
+    Status take_over(const DeviceConfig& cfg, ControlDevice& control);
     /// Ends the serve loops: STOP_DEV, or DEL_DEV if the device cannot be stopped. Idempotent.
     void halt() noexcept;
 
@@ -129,6 +138,7 @@ private:
     std::unique_ptr<DeviceStats> stats_;
     std::vector<std::unique_ptr<Queue>> queues_;
     bool created_ = false;
+    bool recovered_ = false;       ///< create() took over a recovering device
     bool ended_by_kernel_ = false; ///< serve() ended without our stop: someone else stopped it
     std::atomic<bool> halting_{false};
     std::atomic<bool> deleted_{false};
