@@ -116,6 +116,10 @@ bool transport_lends(const TransportEntry& entry) {
     return describe_transport(entry).get("lend") == "1";
 }
 
+bool transport_recovers(const TransportEntry& entry) {
+    return describe_transport(entry).get("recovery") == "1";
+}
+
 namespace {
 
 /// The names of the transports for which has(entry) holds, comma-separated ("none" if none).
@@ -133,6 +137,10 @@ std::string transport_names_where(bool (*has)(const TransportEntry&)) {
 
 std::string lending_transport_names() {
     return transport_names_where(&transport_lends);
+}
+
+std::string recovering_transport_names() {
+    return transport_names_where(&transport_recovers);
 }
 
 std::string polling_transport_names() {

@@ -59,6 +59,10 @@ bool transport_polls(const TransportEntry& entry);
 bool transport_lends(const TransportEntry& entry);
 /// The names of the transports that lend, comma-separated ("none" if none).
 std::string lending_transport_names();
+/// Whether a new daemon can take over entry's devices (recovery=1 in its capabilities).
+bool transport_recovers(const TransportEntry& entry);
+/// The names of the transports that recover, comma-separated ("none" if none).
+std::string recovering_transport_names();
 /// The transports that poll, comma-separated ("none" if there is none), for error messages.
 std::string polling_transport_names();
 

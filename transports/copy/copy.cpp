@@ -29,6 +29,8 @@ private:
         caps.set_flag("zero_copy", false);
         caps.set_flag("polling", false);
         caps.set_flag("lend", false);
+        // USERBLK_F_RECOVERY: a new daemon takes over the device (`userblk recover`).
+        caps.set_flag("recovery", true);
         caps.set_number("syscalls_per_batch", 2);
         caps.set("faults", format_faults(kDescFaults));
         caps.set("queue_buffer", "USERBLK_COPY_MIN_READ(max_io_bytes) + depth * " +

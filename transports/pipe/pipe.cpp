@@ -8,9 +8,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "transports/desc/queue_loop.h"
 #include "core/io.h"
 #include "core/pipes.h"
+#include "transports/desc/queue_loop.h"
 
 namespace userblk {
 
@@ -92,6 +92,9 @@ private:
         caps.set_flag("data_stays_in_kernel", true);
         caps.set_flag("polling", false);
         caps.set_flag("lend", true);
+        // userblk.ko refuses USERBLK_F_RECOVERY here: the pipes and data fds would need
+        // re-registering by a new daemon, which the module does not do yet.
+        caps.set_flag("recovery", false);
         caps.set("lend_path", "--lend on: a WRITE's own pages go into its tag's pipe, read-only; "
                               "the request completes when answered and every lent buffer is "
                               "released");

@@ -42,6 +42,8 @@ private:
                             "then sleeps until a request is pending");
         caps.set_flag("polling", true);
         caps.set_flag("lend", false);
+        // USERBLK_F_RECOVERY: a new daemon takes over the device (`userblk recover`).
+        caps.set_flag("recovery", true);
         caps.set("polling_mode", "--poll-us N: spin on the submission ring up to N us before "
                                  "sleeping; completions are still handed over by RING_ENTER(0)");
         caps.set_flag("spin", true);
@@ -110,8 +112,9 @@ const TransportEntry transport_entry_ring{
     .name = "ring",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_RING,
-    .summary = "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one "
-               "RING_ENTER per batch; optional busy-poll",
+    .summary =
+        "shared submission/completion rings and per-tag buffers mmap()ed from the queue fd; one "
+        "RING_ENTER per batch; optional busy-poll",
     .make = &make_transport<RingTransport>,
 };
 
@@ -286,7 +289,8 @@ public:
         }
         return true;
     }
-    std::optional<std::int32_t> answer(const userblk_io_desc& d, bool /*short_read*/) noexcept override {
+    std::optional<std::int32_t> answer(const userblk_io_desc& d,
+                                       bool /*short_read*/) noexcept override {
         // A ring completion has no length: the short fault is not offered (kRingFaults).
         const EntryCheck check = check_request(d, q_.ring_.nr_bufs(), q_.ring_.buf_size());
         const int res = check == EntryCheck::ok ? q_.run_request(d) : q_.refuse_request(d, check);
@@ -542,8 +546,7 @@ std::optional<Status> RingQueue::after_failed_enter(long r, const std::stop_toke
         return Status::from_errno(EINVAL, what,
                                   "the kernel refused the completion tail " +
                                       std::to_string(cq_tail_) + " (its head " +
-                                      std::to_string(ring_.cq_head()) +
-                                      ")");
+                                      std::to_string(ring_.cq_head()) + ")");
     }
     return Status::from_errno(static_cast<int>(-r), what);
 }

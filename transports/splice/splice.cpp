@@ -7,9 +7,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "transports/desc/queue_loop.h"
 #include "core/io.h"
 #include "core/pipes.h"
+#include "transports/desc/queue_loop.h"
 
 namespace userblk {
 
@@ -144,6 +144,9 @@ private:
         caps.set_flag("data_stays_in_kernel", true);
         caps.set_flag("polling", false);
         caps.set_flag("lend", true);
+        // userblk.ko refuses USERBLK_F_RECOVERY here: the pipes and data fds would need
+        // re-registering by a new daemon, which the module does not do yet.
+        caps.set_flag("recovery", false);
         caps.set("lend_path", "--lend on: splice from the data fd puts a WRITE's own pages into "
                               "the pipe, read-only; the request completes when answered and every "
                               "lent buffer is released");
@@ -180,8 +183,9 @@ const TransportEntry transport_entry_splice{
     .name = "splice",
     .kind = TransportKind::userblk,
     .mode = USERBLK_MODE_SPLICE,
-    .summary = "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket "
-               "so forwarded data never enters the daemon",
+    .summary =
+        "descriptors as copy; a data fd addressed by tag, spliced to the backend's file or socket "
+        "so forwarded data never enters the daemon",
     .make = &make_transport<SpliceTransport>,
 };
 
