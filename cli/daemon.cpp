@@ -4,10 +4,10 @@
 #include "daemon.h"
 
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <charconv>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -462,6 +462,9 @@ int serve_device(const Launch& launch, Reporter& reporter) {
     }
     if (launch.lend) {
         cfg.features |= USERBLK_F_LEND;
+    }
+    if (launch.recovery) {
+        cfg.features |= USERBLK_F_RECOVERY;
     }
     std::unique_ptr<Transport> transport = launch.transport->make();
     if (Status st = transport->create(cfg, backend.get()); !st.ok()) {

@@ -33,7 +33,8 @@ struct Launch {
     /// --features, checked against what the backend serves; nullopt: exactly what it serves
     /// (default_features()), or none for a transport without a backend object.
     std::optional<std::uint64_t> features;
-    bool lend = false; ///< --lend on: USERBLK_F_LEND beside the features above
+    bool lend = false;      ///< --lend on: USERBLK_F_LEND beside the features above
+    bool recovery = false;  ///< --recovery on: USERBLK_F_RECOVERY beside the features above
     std::string stats_path; ///< absolute, or empty
     std::string pid_path;   ///< absolute, or empty
     std::string log_path;   ///< absolute (daemon only)

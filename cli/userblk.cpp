@@ -31,14 +31,14 @@
 
 #include "core/config.h"
 #include "core/fault.h"
-#include "transports/kmod/kmod.h"
 #include "core/log.h"
-#include "daemon.h"
-#include "registry.h"
 #include "core/size.h"
 #include "core/unique_fd.h"
+#include "daemon.h"
 #include "nbd/nbdkit.h"
 #include "nbd/sockets.h"
+#include "registry.h"
+#include "transports/kmod/kmod.h"
 
 namespace {
 
@@ -65,7 +65,11 @@ struct AddOptions {
     std::string block_size = "512";
     std::string max_io = "0";
     std::uint32_t timeout_ms = 0;
+    std::uint32_t recovery_timeout_ms = 0;
+    std::string recovery = "off";
     std::optional<std::string> features; ///< nullopt: what the backend serves
+    /// `userblk recover ID`: take over this recovering device instead of adding one.
+    std::optional<std::uint32_t> recover;
     std::optional<std::uint32_t> id;
     std::string poll_us = "0";
     std::string spin_us = "0";
@@ -99,6 +103,73 @@ std::optional<std::uint32_t> parse_poll_us(const std::string& text) {
         return std::nullopt;
     }
     return v;
+}
+
+/// The paths of the files the daemon writes, absolute (the daemon changes to /).
+void set_daemon_paths(const AddOptions& o, Launch& launch) {
+    std::error_code ec;
+    if (!o.stats_json.empty()) {
+        launch.stats_path = std::filesystem::absolute(o.stats_json, ec).string();
+    }
+    if (!o.pid_file.empty()) {
+        launch.pid_path = std::filesystem::absolute(o.pid_file, ec).string();
+    }
+    launch.log_path = std::filesystem::absolute(o.log_file, ec).string();
+}
+
+/// `userblk recover ID`: serve the recovering device ID with the transport and backend asked
+/// for, its geometry and features as the device has them (GET_INFO).
+int take_over(const AddOptions& o, Launch& launch) {
+    const std::uint32_t id = *o.recover;
+    if (launch.transport->kind != TransportKind::userblk || launch.transport->mode == 0) {
+        return fail(kExitUsage, "recover: " + std::string(launch.transport->name) +
+                                    " is not a userblk.ko transport; transports that recover: " +
+                                    recovering_transport_names());
+    }
+    if (!transport_recovers(*launch.transport)) {
+        return fail(kExitUsage,
+                    "recover: a new daemon cannot take over a device of the " +
+                        std::string(launch.transport->name) +
+                        " transport; transports that can: " + recovering_transport_names());
+    }
+    auto control = ControlDevice::open();
+    if (!control.ok()) {
+        return fail(kExitFailure, control.status().message());
+    }
+    auto got = control->get_info(id);
+    if (!got.ok()) {
+        return fail(kExitFailure, got.status().message());
+    }
+    const userblk_dev_config& c = got.value();
+    if (c.state != USERBLK_STATE_RECOVERING) {
+        return fail(kExitFailure,
+                    "device " + std::to_string(id) + " is " + state_name(c.state) +
+                        ", not recovering: a device is taken over after its daemon died or "
+                        "handed it over (`userblk handover " +
+                        std::to_string(id) +
+                        "`), and only if it was added with --features "
+                        "recovery");
+    }
+    if (launch.cfg.nr_poll_queues = c.nr_poll_queues;
+        c.nr_poll_queues != 0 && describe_transport(*launch.transport).get("poll_queues") != "1") {
+        return fail(kExitUsage, "recover: device " + std::to_string(id) +
+                                    " has poll queues, "
+                                    "which the " +
+                                    std::string(launch.transport->name) + " transport has not");
+    }
+    launch.cfg.recover = true;
+    launch.cfg.dev_id = id;
+    launch.cfg.size = c.size;
+    launch.cfg.block_size = c.logical_block_size;
+    launch.cfg.nr_queues = c.nr_queues;
+    launch.cfg.queue_depth = c.queue_depth;
+    launch.cfg.max_io_bytes = c.max_io_bytes;
+    launch.cfg.timeout_ms = c.timeout_ms;
+    launch.cfg.recovery_timeout_ms = c.recovery_timeout_ms;
+    launch.cfg.features = c.features;
+    launch.features = c.features;
+    set_daemon_paths(o, launch);
+    return o.daemon ? runtime::daemonize(launch) : runtime::serve_in_foreground(launch);
 }
 
 int cmd_add(const AddOptions& o) {
@@ -182,8 +253,8 @@ int cmd_add(const AddOptions& o) {
                                     "--dump-transport: ring)");
     }
     if (o.poll_queues != 0 && o.poll_queues >= o.queues) {
-        return fail(kExitUsage, "--poll-queues " + std::to_string(o.poll_queues) +
-                                    " of --queues " + std::to_string(o.queues) +
+        return fail(kExitUsage, "--poll-queues " + std::to_string(o.poll_queues) + " of --queues " +
+                                    std::to_string(o.queues) +
                                     ": at least one queue must take I/O that is not polled");
     }
     if (o.lend != "on" && o.lend != "off") {
@@ -246,6 +317,9 @@ int cmd_add(const AddOptions& o) {
     } else if (o.fault_seed) {
         return fail(kExitUsage, "--fault-seed without --fault: name the faults to inject");
     }
+    if (o.recover) {
+        return take_over(o, launch);
+    }
     const char* kSizeHelp = "expected a number of bytes with an optional K, M, G or T suffix";
     auto size = parse_size(o.size);
     if (!size) {
@@ -268,12 +342,25 @@ int cmd_add(const AddOptions& o) {
         }
         launch.features = *features;
     }
-    if ((launch.features.value_or(0) & USERBLK_F_RECOVERY) != 0) {
-        // The kernel holds a dead daemon's I/O (docs/reliability.md), but nothing here attaches
-        // a new daemon yet: the device would only wait out its recovery timeout, then fail.
-        return fail(kExitUsage, "recovery: userblk cannot attach a new daemon to a device yet "
-                                "(no 'userblk recover'); userblk.ko's USERBLK_F_RECOVERY is "
-                                "there for programs that do (docs/reliability.md)");
+    if (o.recovery != "on" && o.recovery != "off") {
+        return fail(kExitUsage, "invalid --recovery '" + o.recovery + "': expected on or off");
+    }
+    launch.recovery = o.recovery == "on";
+    const bool recovery =
+        launch.recovery || (launch.features.value_or(0) & USERBLK_F_RECOVERY) != 0;
+    if (recovery && !transport_recovers(*launch.transport)) {
+        return fail(kExitUsage,
+                    "recovery: a new daemon cannot take over a device of the " +
+                        std::string(launch.transport->name) +
+                        " transport; transports that can: " + recovering_transport_names());
+    }
+    if (recovery && (launch.lend || (launch.features.value_or(0) & USERBLK_F_LEND) != 0)) {
+        return fail(kExitUsage, "recovery and lend exclude each other: a new daemon could not "
+                                "know which lent pages a pipe still holds");
+    }
+    if (o.recovery_timeout_ms != 0 && !recovery) {
+        return fail(kExitUsage, "--recovery-timeout-ms needs --recovery on (or --features "
+                                "with recovery)");
     }
     if ((launch.lend || (launch.features.value_or(0) & USERBLK_F_LEND) != 0) &&
         !transport_lends(*launch.transport)) {
@@ -287,26 +374,53 @@ int cmd_add(const AddOptions& o) {
     launch.cfg.queue_depth = o.depth;
     launch.cfg.max_io_bytes = *max_io;
     launch.cfg.timeout_ms = o.timeout_ms;
+    launch.cfg.recovery_timeout_ms = o.recovery_timeout_ms;
     launch.cfg.dev_id = o.id.value_or(USERBLK_DEV_ID_ANY);
     launch.cfg.poll_us = *poll_us;
     launch.cfg.spin_us = *spin_us;
     launch.cfg.nr_poll_queues = o.poll_queues;
     launch.cfg.socket = *socket;
-    // The daemon changes to /: make paths absolute first.
-    std::error_code ec;
-    if (!o.stats_json.empty()) {
-        launch.stats_path = std::filesystem::absolute(o.stats_json, ec).string();
-    }
-    if (!o.pid_file.empty()) {
-        launch.pid_path = std::filesystem::absolute(o.pid_file, ec).string();
-    }
-    launch.log_path = std::filesystem::absolute(o.log_file, ec).string();
-
+    set_daemon_paths(o, launch);
     return o.daemon ? runtime::daemonize(launch) : runtime::serve_in_foreground(launch);
 }
 
 // ---------------------------------------------------------------------------------------------
 // list, del, and the self-descriptions
+
+int cmd_handover(std::uint32_t id, double wait_s) {
+    auto control = ControlDevice::open();
+    if (!control.ok()) {
+        return fail(kExitFailure, control.status().message());
+    }
+    // Another process's device (its daemon's): an administrator's tool acts with force.
+    if (Status st = control->handover_dev(id, /*force=*/true); !st.ok()) {
+        return fail(kExitFailure, st.message());
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
+    while (true) {
+        auto info = control->get_info(id);
+        if (!info.ok()) {
+            return fail(kExitFailure, info.status().message());
+        }
+        if (info->nr_queues_open == 0) {
+            return kExitOk;
+        }
+        if (info->state == USERBLK_STATE_DEAD) {
+            return fail(kExitFailure, "device " + std::to_string(id) +
+                                          " died while its daemon let go (a request timed out)");
+        }
+        if (std::chrono::steady_clock::now() >= until) {
+            return fail(kExitFailure, "device " + std::to_string(id) +
+                                          " is recovering, but its daemon still "
+                                          "has " +
+                                          std::to_string(info->nr_queues_open) +
+                                          " queues open after " +
+                                          std::to_string(static_cast<long>(wait_s)) +
+                                          " s: is it stuck? `userblk recover` waits for them");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+}
 
 int cmd_list() {
     auto control = ControlDevice::open();
@@ -371,8 +485,8 @@ int cmd_nbdkit(const std::vector<std::string>& args) {
     // Blocked before nbdkit starts, so that no signal is lost; the child unblocks them.
     if (::pthread_sigmask(SIG_BLOCK, &waited, nullptr) != 0 ||
         ::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
-        return fail(kExitFailure, std::string("nbdkit: cannot set up signals: ") +
-                                      std::strerror(errno));
+        return fail(kExitFailure,
+                    std::string("nbdkit: cannot set up signals: ") + std::strerror(errno));
     }
     auto listener = nbd::Listener::make(SocketKind::tcp_loopback, "nbdkit");
     if (!listener.ok()) {
@@ -578,7 +692,7 @@ int run(int argc, char** argv) {
         ->capture_default_str();
     add->add_option("--features", add_opts.features,
                     "Comma-separated: flush, discard, write-zeroes, read-only, fua, "
-                    "any-daemon, lend, or none (default: what the backend serves)")
+                    "any-daemon, lend, recovery, or none (default: what the backend serves)")
         ->option_text("LIST");
     add->add_option("--id", add_opts.id, "Wanted device id (default: any free one)")
         ->option_text("N");
@@ -604,6 +718,18 @@ int run(int argc, char** argv) {
                     "feature, added to the others; lend=1 in --dump-transport: pipe, splice)")
         ->capture_default_str()
         ->option_text("on|off");
+    add->add_option("--recovery", add_opts.recovery,
+                    "on: when the daemon dies or hands the device over, the device holds its "
+                    "I/O for a new daemon (`userblk recover ID`) instead of failing it (the "
+                    "recovery feature, added to the others; recovery=1 in --dump-transport: "
+                    "copy, ring)")
+        ->capture_default_str()
+        ->option_text("on|off");
+    add->add_option("--recovery-timeout-ms", add_opts.recovery_timeout_ms,
+                    "With recovery: how long the device waits for a new daemon before it fails "
+                    "the I/O it holds; 0: the module's default (30 s)")
+        ->capture_default_str()
+        ->option_text("MS");
     add->add_option("--socket", add_opts.socket,
                     "How the kernel reaches the NBD server, for transports that have one "
                     "(sockets= in --dump-transport: nbd, nbdkit): unix (a UNIX socket) or tcp "
@@ -645,6 +771,47 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->option_text("N");
 
+    AddOptions rec_opts;
+    std::uint32_t rec_id = 0;
+    CLI::App* recover = app.add_subcommand(
+        "recover", "Serve a recovering device (added with --recovery on; its daemon died or "
+                   "handed it over) as its new daemon, in the foreground like add: the I/O it "
+                   "held is issued again to this daemon; print \"<id> <path>\" once served");
+    recover->add_option("id", rec_id, "Device id")->required();
+    recover->add_option("--transport", rec_opts.transport, "The device's transport: copy, ring")
+        ->required()
+        ->option_text("NAME");
+    recover
+        ->add_option("--backend", rec_opts.backend,
+                     "Backend and its options, as for add: the same store the old daemon served "
+                     "(a file, a server), or the data is not the device's")
+        ->required()
+        ->option_text("NAME[:KEY=VALUE,...]");
+    recover->add_option("--poll-us", rec_opts.poll_us, "As for add")
+        ->capture_default_str()
+        ->option_text("N");
+    recover->add_option("--spin-us", rec_opts.spin_us, "As for add")
+        ->capture_default_str()
+        ->option_text("N");
+    recover->add_flag("--daemon", rec_opts.daemon, "As for add");
+    recover->add_option("--stats-json", rec_opts.stats_json, "As for add")->option_text("FILE");
+    recover->add_option("--pid-file", rec_opts.pid_file, "As for add")->option_text("FILE");
+    recover->add_option("--log", rec_opts.log_file, "As for add")
+        ->capture_default_str()
+        ->option_text("FILE");
+
+    std::uint32_t handover_id = 0;
+    double handover_wait_s = 10;
+    CLI::App* handover = app.add_subcommand(
+        "handover", "Make the daemon of a live device added with --recovery on let it go (a "
+                    "planned upgrade): it answers what it has, exits 0 and leaves the device "
+                    "recovering, holding new I/O for `userblk recover ID`; returns once the "
+                    "old daemon has closed its queues");
+    handover->add_option("id", handover_id, "Device id")->required();
+    handover->add_option("--wait", handover_wait_s, "Seconds to wait for the old daemon to let go")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+
     CLI::App* list = app.add_subcommand(
         "list", "List devices, one a line: id path mode size queues depth state");
 
@@ -678,7 +845,8 @@ int run(int argc, char** argv) {
     std::vector<std::string> nbdkit_args;
     CLI::App* nbdkit = app.add_subcommand(
         "nbdkit", "Run Debian's nbdkit on a fresh port of 127.0.0.1 (socket activation); print "
-                  "127.0.0.1:PORT and nbdkit's pid once it accepts connections, stop it on SIGTERM. The harness's "
+                  "127.0.0.1:PORT and nbdkit's pid once it accepts connections, stop it on "
+                  "SIGTERM. The harness's "
                   "NBD server for the forward backend: userblk nbdkit -- memory 1G");
     nbdkit->add_option("args", nbdkit_args, "nbdkit's plugin and its arguments, after --")
         ->required();
@@ -714,6 +882,13 @@ int run(int argc, char** argv) {
     }
     if (*add) {
         return cmd_add(add_opts);
+    }
+    if (*recover) {
+        rec_opts.recover = rec_id;
+        return cmd_add(rec_opts);
+    }
+    if (*handover) {
+        return cmd_handover(handover_id, handover_wait_s);
     }
     if (*list) {
         return cmd_list();

@@ -160,12 +160,55 @@ TEST(Cli, BackendOptionsAreParsedAndCheckedBeforeAnythingElse) {
         << unknown.err;
 }
 
-TEST(Cli, RecoveryIsRefusedUntilADaemonCanReattach) {
-    CliRun r = run({"add", "--transport", "ring", "--backend", "null", "--size", "1M",
-                    "--features", "recovery"});
+// Recovery is for the transports whose devices a new daemon can take over, and not with lend;
+// its timeout needs it. Each is a usage error before any device exists.
+TEST(Cli, RecoveryBadInputIsAUsageError) {
+    struct Case {
+        std::vector<std::string> args;
+        const char* says;
+    } cases[] = {
+        {{"--transport", "pipe", "--recovery", "on"},
+         "cannot take over a device of the pipe transport; transports that can: copy, ring"},
+        {{"--transport", "splice", "--features", "flush,recovery"},
+         "cannot take over a device of the splice transport"},
+        {{"--transport", "ring", "--recovery", "yes"}, "invalid --recovery 'yes'"},
+        {{"--transport", "ring", "--recovery-timeout-ms", "5000"},
+         "--recovery-timeout-ms needs --recovery on"},
+        {{"--transport", "copy", "--recovery", "on", "--features", "lend"},
+         "recovery and lend exclude each other"},
+    };
+    for (const Case& c : cases) {
+        std::vector<std::string> argv{"add", "--backend", "null", "--size", "1M"};
+        argv.insert(argv.end(), c.args.begin(), c.args.end());
+        CliRun r = run(argv);
+        EXPECT_EQ(r.code, 2) << c.says;
+        EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+    }
+}
+
+TEST(Cli, RecoverNamesATransportThatRecovers) {
+    CliRun r = run({"recover", "0", "--transport", "pipe", "--backend", "null"});
     EXPECT_EQ(r.code, 2);
-    EXPECT_NE(r.err.find("recovery: userblk cannot attach a new daemon"), std::string::npos)
+    EXPECT_NE(r.err.find("recover: a new daemon cannot take over a device of the pipe transport"),
+              std::string::npos)
         << r.err;
+    r = run({"recover", "0", "--transport", "ublk", "--backend", "null"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("recover: ublk is not a userblk.ko transport"), std::string::npos)
+        << r.err;
+    r = run({"recover", "0", "--transport", "ring"});
+    EXPECT_EQ(r.code, 2) << "--backend is required";
+}
+
+TEST(Cli, DumpTransportSaysWhichRecover) {
+    for (auto [name, flag] : {std::pair{"copy", "\nrecovery=1\n"},
+                              {"ring", "\nrecovery=1\n"},
+                              {"pipe", "\nrecovery=0\n"},
+                              {"splice", "\nrecovery=0\n"}}) {
+        CliRun r = run({"--dump-transport", name});
+        EXPECT_EQ(r.code, 0) << name;
+        EXPECT_NE(r.out.find(flag), std::string::npos) << name << ": " << r.out;
+    }
 }
 
 TEST(Cli, NullFillMustBeZeroOrNone) {
@@ -215,8 +258,8 @@ TEST(Cli, FeaturesTheBackendCannotServeAreRefused) {
                      "without --features)\n");
     userblk::test::Nbdkit ro({"-r", "pattern", "size=1M"});
     spec = "forward:host=127.0.0.1,port=" + ro.port_string() + ",export=";
-    CliRun w = run({"add", "--transport", "copy", "--backend", spec, "--size", "1M", "--features",
-                    "none"});
+    CliRun w = run(
+        {"add", "--transport", "copy", "--backend", spec, "--size", "1M", "--features", "none"});
     EXPECT_EQ(w.code, 2);
     EXPECT_EQ(w.err, "userblk: --features none: Read-only file system (backend 'forward' takes no "
                      "writes: the device must be read-only)\n");
@@ -233,8 +276,9 @@ TEST(Cli, BadSizesAndFeaturesAreUsageErrors) {
     CliRun f = run({"add", "--transport", "copy", "--backend", "ram", "--size", "1G", "--features",
                     "flush,trim"});
     EXPECT_EQ(f.code, 2);
-    EXPECT_EQ(f.err, "userblk: unknown feature 'trim'; valid features: flush, discard, "
-                     "write-zeroes, read-only, fua (with flush), any-daemon, lend (pipe, splice)\n");
+    EXPECT_EQ(f.err,
+              "userblk: unknown feature 'trim'; valid features: flush, discard, "
+              "write-zeroes, read-only, fua (with flush), any-daemon, lend (pipe, splice)\n");
 }
 
 TEST(Cli, PollUsIsAUsageErrorForATransportThatDoesNotPoll) {
